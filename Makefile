@@ -1,0 +1,36 @@
+# The two commands: `make run` and `make test`. Both set up everything they need from scratch.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test test-fast bench check clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "listmod needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+## run: create the venv, install listmod and start the daemon (embedded defaults without listmod.toml)
+run: $(STAMP)
+	$(BIN)/listmod serve
+
+## test: install what the tests need and run the whole suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## test-fast: the suite without the long crash and load tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+## bench: the benchmarks in benchmarks/ (not part of the tests)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/intake.py
+
+check: $(STAMP)
+	$(BIN)/listmod check
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

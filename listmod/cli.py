@@ -1,0 +1,225 @@
+"""The `listmod` command: serve, check, members, queue, approve/reject/discard, audit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from . import audit as audit_trail
+from .config import Config, normalize_address, load_config
+from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts
+from .rules import load_rules
+from .store import Store, load_or_create_secret
+from .tomlfile import ConfigError, parse_duration
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed as one line, exit status 1."""
+
+
+def _open_store(config: Config) -> Store:
+    secret = load_or_create_secret(config.server.state_dir)
+    return Store(config.database_path, secret, timeout=config.server.commit_timeout)
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False, sort_keys=False), flush=True)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from .daemon import run
+    rules = load_rules(config.server.rules_dir)  # refuse to start on a bad rule set
+    return run(config, rules)
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    rules = load_rules(config.server.rules_dir)
+    where = config.path or "embedded defaults"
+    print(f"ok: {where}: {len(config.lists)} list(s); {len(rules.rules)} rule(s) in "
+          f"{len(rules.files)} file(s) under {config.server.rules_dir}; rule set {rules.digest[:12]}")
+    return 0
+
+
+def _list(config: Config, address: str):
+    mlist = config.list_for(address)
+    if mlist is None:
+        known = ", ".join(m.address for m in config.lists)
+        raise CommandError(f"{address} is not a configured list (configured: {known})")
+    return mlist
+
+
+def cmd_members(args: argparse.Namespace, config: Config) -> int:
+    mlist = _list(config, args.list)
+    store = _open_store(config)
+    if args.action == "list":
+        conn = store.connect()
+        rows = conn.execute("SELECT address, added_at FROM members WHERE list = ? ORDER BY address",
+                            (mlist.address,)).fetchall()
+        for address, added in rows:
+            if args.json:
+                _print_json({"list": mlist.address, "address": address, "added_at": added})
+            else:
+                print(address)
+        return 0
+    if not args.addresses:
+        raise CommandError(f"give one or more addresses: listmod members {args.action} {mlist.address} ADDR...")
+    try:
+        addresses = [normalize_address(a) for a in args.addresses]
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    with store.transaction() as conn:
+        for address in addresses:
+            if args.action == "add":
+                changed = conn.execute("INSERT OR IGNORE INTO members (list, address, added_at) "
+                                       "VALUES (?, ?, ?)", (mlist.address, address, time.time())).rowcount
+                print(f"{'added' if changed else 'already a member:'} {address}")
+            else:
+                changed = conn.execute("DELETE FROM members WHERE list = ? AND address = ?",
+                                       (mlist.address, address)).rowcount
+                print(f"{'removed' if changed else 'not a member:'} {address}")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace, config: Config) -> int:
+    store = _open_store(config)
+    conn = store.connect()
+    list_address = _list(config, args.list).address if args.list else None
+    held = held_posts(conn, list_address)
+    for p in held:
+        if args.json:
+            _print_json({"id": p.label, "list": p.list, "sender": p.sender, "subject": p.subject,
+                         "rule": p.rule, "source": p.source, "reason": p.reason,
+                         "held_at": p.created_at, "message_id": p.message_id})
+        else:
+            print(f"{p.label}  {_when(p.created_at)}  {p.list}  {p.sender or '<>'}  "
+                  f"{p.subject or '(no subject)'}\n      held by {p.rule} ({p.source}): {p.reason}")
+    if not args.json:
+        print(f"{len(held)} held post(s)")
+    return 0
+
+
+def _decide(args: argparse.Namespace, config: Config, action: str, reason: str) -> int:
+    store = _open_store(config)
+    try:
+        with store.transaction() as conn:
+            record = find_post(conn, args.id)
+            done = decide_held(conn, store.secret, config, record, action, reason, actor="admin")
+    except (PostNotFound, AlreadyDecided) as err:
+        raise CommandError(str(err)) from None
+    follow = {"accepted": "it will be delivered to the list now",
+              "rejected": "the poster will get a notice with the reason",
+              "discarded": "nobody is told"}[done.state]
+    print(f"{done.label}: {done.state} ({follow})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace, config: Config) -> int:
+    return _decide(args, config, "accept", args.reason or "Approved by the list admin.")
+
+
+def cmd_reject(args: argparse.Namespace, config: Config) -> int:
+    return _decide(args, config, "reject", args.reason)
+
+
+def cmd_discard(args: argparse.Namespace, config: Config) -> int:
+    return _decide(args, config, "discard", args.reason)
+
+
+def cmd_audit(args: argparse.Namespace, config: Config) -> int:
+    store = _open_store(config)
+    conn = store.connect()
+    if args.action == "verify":
+        result = audit_trail.verify(conn)
+        if args.json:
+            _print_json({"ok": result.ok, "records": result.records, "problems": list(result.problems)})
+        elif result.ok:
+            print(f"ok: {result.records} audit record(s), chain intact")
+        else:
+            for problem in result.problems:
+                print(problem)
+        if not result.ok:
+            raise CommandError(f"the audit chain is broken: {len(result.problems)} problem(s)")
+        return 0
+    since = time.time() - parse_duration(args.since) if args.since else None
+    list_address = _list(config, args.list).address if args.list else None
+    for record in audit_trail.read(conn, since=since, list=list_address, limit=args.last):
+        if args.json:
+            _print_json(audit_trail.as_dict(record))
+        else:
+            print(f"#{record.seq} {_when(record.time)} {record.list} {record.action:<7} "
+                  f"{record.sender or '<>'} {record.message_id or '-'}\n"
+                  f"      by {record.actor}, rule {record.rule or '-'} ({record.source}): {record.reason}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="listmod.toml to use (default ./listmod.toml, then $LISTMOD_CONFIG, "
+                             "then the embedded defaults)")
+    parser = argparse.ArgumentParser(prog="listmod", parents=[common],
+                                     description="Moderation daemon for mailing lists: every decision "
+                                                 "with a stated, audited reason.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "run the daemon (SMTP/LMTP intake and delivery)")
+    add("check", cmd_check, "check the config and the rule files; errors name file:line")
+    p = add("members", cmd_members, "add, remove or list a list's members")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("list", help="the list's address")
+    p.add_argument("addresses", nargs="*", metavar="ADDR")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = add("queue", cmd_queue, "show the held posts")
+    p.add_argument("--list", help="only this list")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = add("approve", cmd_approve, "approve a held post: it is delivered")
+    p.add_argument("id", help="the held post's id, as `listmod queue` shows it")
+    p.add_argument("--reason", help="recorded in the audit trail")
+    for name, func, what in (("reject", cmd_reject, "reject a held post: the poster gets the reason"),
+                             ("discard", cmd_discard, "discard a held post silently")):
+        p = add(name, func, what)
+        p.add_argument("id", help="the held post's id, as `listmod queue` shows it")
+        p.add_argument("--reason", required=True, help="why; recorded, and sent to the poster on reject")
+    p = add("audit", cmd_audit, "show the audit trail, or `audit verify` the hash chain")
+    p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    p.add_argument("--since", help="only records newer than this, e.g. 1h, 7d")
+    p.add_argument("--list", help="only this list")
+    p.add_argument("--last", type=int, help="only the last N records")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(getattr(args, "config", None))
+        return args.func(args, config)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        if args.command == "serve":
+            print("listmod: not started; fix the problems above (`listmod check` lists them)",
+                  file=sys.stderr)
+        return 2
+    except CommandError as err:
+        print(f"listmod: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""listmod.toml: loading and validating the daemon's configuration into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from email_validator import EmailNotValidError, validate_email
+
+from .tomlfile import ConfigError, Locator, did_you_mean, load, parse_duration, parse_size
+
+ACTIONS_FOR_DEFAULTS = ("accept", "hold", "reject", "discard")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    smtp: Endpoint | None = Endpoint("127.0.0.1", 8025)
+    lmtp: Endpoint | None = None
+    hostname: str = "localhost"
+    max_message_size: int = 10 * 1024 * 1024
+    state_dir: Path = Path("var")
+    rules_dir: Path = Path("rules")
+    commit_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password_file: Path | None = None
+    connections: int = 4
+    batch_recipients: int = 50
+    retry_after: float = 60.0
+    retry_max: float = 3600.0
+    give_up_after: float = 5 * 86400.0
+    timeout: float = 60.0
+
+    def password(self) -> str | None:
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text(encoding="utf-8").strip()
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    address: str
+    moderators: tuple[str, ...] = ()
+    owner: str = ""
+    default_member_action: str = "accept"
+    default_nonmember_action: str = "hold"
+    deliver: str = "members"
+
+    @property
+    def local_part(self) -> str:
+        return self.address.rsplit("@", 1)[0]
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+    @property
+    def list_id(self) -> str:
+        """RFC 2919 List-Id: the address with '@' turned into '.'."""
+        return f"{self.local_part}.{self.domain}"
+
+    @property
+    def bounce_address(self) -> str:
+        return f"{self.local_part}-bounces@{self.domain}"
+
+    @property
+    def owner_alias(self) -> str:
+        return f"{self.local_part}-owner@{self.domain}"
+
+    @property
+    def request_address(self) -> str:
+        return f"{self.local_part}-request@{self.domain}"
+
+    @property
+    def relay_to(self) -> str | None:
+        return self.deliver.split(":", 1)[1] if self.deliver.startswith("relay:") else None
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    outbound: OutboundConfig | None = None
+    lists: tuple[ListConfig, ...] = ()
+    path: Path | None = None  # None: the embedded defaults
+
+    def list_for(self, address: str) -> ListConfig | None:
+        wanted = address.strip().lower()
+        for mlist in self.lists:
+            if mlist.address == wanted:
+                return mlist
+        return None
+
+    @property
+    def database_path(self) -> Path:
+        return self.server.state_dir / "listmod.sqlite3"
+
+    @property
+    def maildir_path(self) -> Path:
+        """Where the list's outgoing mail goes when there is no [outbound] smarthost."""
+        return self.server.state_dir / "outbound-maildir"
+
+
+def embedded_defaults(base: Path | None = None) -> Config:
+    """What `listmod serve` runs with when there is no config file: one example list on loopback."""
+    base = base or Path.cwd()
+    return Config(
+        server=ServerConfig(state_dir=base / "var", rules_dir=base / "rules"),
+        outbound=None,
+        lists=(
+            ListConfig(
+                address="test@listmod.localhost",
+                moderators=("moderator@listmod.localhost",),
+                owner="owner@listmod.localhost",
+            ),
+        ),
+        path=None,
+    )
+
+
+DEMO_MEMBERS = ("alice@example.org", "bob@example.org")
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """--config, else ./listmod.toml, else $LISTMOD_CONFIG; None means the embedded defaults."""
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            raise ConfigError([f"{path}: no such config file (given with --config)"])
+        return path
+    if Path("listmod.toml").exists():
+        return Path("listmod.toml")
+    env = os.environ.get("LISTMOD_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.exists():
+            raise ConfigError([f"{path}: no such config file (named by $LISTMOD_CONFIG)"])
+        return path
+    return None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    path = find_config(explicit)
+    return embedded_defaults() if path is None else read_config(path)
+
+
+class _Reader:
+    """Collects every problem in the file instead of stopping at the first one."""
+
+    def __init__(self, locator: Locator):
+        self.locator = locator
+        self.problems: list[str] = []
+
+    def problem(self, table: str, index: int, key: tuple[str, ...], text: str) -> None:
+        self.problems.append(f"{self.locator.where(table, index, key)}: {text}")
+
+    def check_keys(self, table: str, index: int, data: dict[str, Any], known: tuple[str, ...],
+                   label: str) -> None:
+        for key in data:
+            if key not in known:
+                self.problem(table, index, (key,),
+                             f"'{key}' is not a key of {label}{did_you_mean(key, known)}; "
+                             f"expected one of: {', '.join(known)}")
+
+    def get(self, table: str, index: int, data: dict[str, Any], key: str, default: Any,
+            convert: Callable[[Any], Any], expected: str) -> Any:
+        if key not in data:
+            return default
+        try:
+            return convert(data[key])
+        except (ValueError, TypeError) as err:
+            detail = str(err) if isinstance(err, ValueError) and str(err) else ""
+            if detail and detail != expected:
+                text = f"{label_of(table)}.{key}: {detail}; expected {expected}"
+            else:
+                text = f"{label_of(table)}.{key} = {data[key]!r} is not valid; expected {expected}"
+            self.problem(table, index, (key,), text)
+            return default
+
+
+def label_of(table: str) -> str:
+    return f"[{table}]" if table != "list" else "[[list]]"
+
+
+def _endpoint(value: Any) -> Endpoint | None:
+    if value in ("", None, False):
+        return None
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError("write it as HOST:PORT")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("write it as HOST:PORT with a port from 1 to 65535")
+    return Endpoint(host, int(port))
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise TypeError
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError
+    return value
+
+
+def normalize_address(value: Any) -> str:
+    """A bare mail address, checked and lower-cased; raises ValueError saying what is wrong."""
+    if not isinstance(value, str):
+        raise TypeError
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=True,
+                                 test_environment=True, globally_deliverable=False)
+    except EmailNotValidError as err:
+        raise ValueError(f"{value!r} is not a mail address: {err}") from None
+    return checked.normalized.lower()
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError
+    return tuple(normalize_address(v) for v in value)
+
+
+def _deliver(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    if value == "members":
+        return value
+    if value.startswith("relay:"):
+        return "relay:" + normalize_address(value[len("relay:"):])
+    raise ValueError('"members" or "relay:ADDRESS"')
+
+
+def _action(value: Any) -> str:
+    if value not in ACTIONS_FOR_DEFAULTS:
+        raise ValueError(" | ".join(f'"{a}"' for a in ACTIONS_FOR_DEFAULTS))
+    return value
+
+
+SERVER_KEYS = ("smtp", "lmtp", "hostname", "max_message_size", "state_dir", "rules_dir",
+               "commit_timeout")
+OUTBOUND_KEYS = ("host", "port", "starttls", "username", "password_file", "connections",
+                 "batch_recipients", "retry_after", "retry_max", "give_up_after", "timeout")
+LIST_KEYS = ("address", "moderators", "owner", "default_member_action",
+             "default_nonmember_action", "deliver")
+TOP_KEYS = ("server", "outbound", "list")
+
+
+def read_config(path: Path) -> Config:
+    """Load and check listmod.toml; raises ConfigError listing every problem with file:line."""
+    data, locator = load(path)
+    base = path.resolve().parent
+    r = _Reader(locator)
+    r.check_keys("", 0, data, TOP_KEYS, "listmod.toml")
+
+    s = data.get("server", {})
+    if not isinstance(s, dict):
+        r.problem("", 0, ("server",), "[server] must be a table")
+        s = {}
+    r.check_keys("server", 0, s, SERVER_KEYS, "[server]")
+    d = ServerConfig()
+
+    def rel(p: Any) -> Path:
+        return (base / _string(p)).resolve()
+
+    server = ServerConfig(
+        smtp=r.get("server", 0, s, "smtp", d.smtp, _endpoint, '"HOST:PORT" such as "127.0.0.1:8025", or "" for none'),
+        lmtp=r.get("server", 0, s, "lmtp", d.lmtp, _endpoint, '"HOST:PORT" such as "127.0.0.1:8024", or "" for none'),
+        hostname=r.get("server", 0, s, "hostname", d.hostname, _string, "a host name"),
+        max_message_size=r.get("server", 0, s, "max_message_size", d.max_message_size, parse_size, "a size such as 10MB"),
+        state_dir=r.get("server", 0, s, "state_dir", base / "var", rel, "a directory path"),
+        rules_dir=r.get("server", 0, s, "rules_dir", base / "rules", rel, "a directory path"),
+        commit_timeout=r.get("server", 0, s, "commit_timeout", d.commit_timeout, parse_duration, "a duration such as 5s"),
+    )
+    if server.smtp is None and server.lmtp is None and "server" in data:
+        r.problem("server", 0, ("smtp",), "neither smtp nor lmtp is set; listmod would receive no mail")
+
+    outbound = None
+    if "outbound" in data:
+        o = data["outbound"]
+        if not isinstance(o, dict):
+            r.problem("", 0, ("outbound",), "[outbound] must be a table")
+            o = {}
+        r.check_keys("outbound", 0, o, OUTBOUND_KEYS, "[outbound]")
+        od = OutboundConfig()
+        outbound = OutboundConfig(
+            host=r.get("outbound", 0, o, "host", od.host, _string, "a host name or address"),
+            port=r.get("outbound", 0, o, "port", od.port, _port, "a port number from 1 to 65535"),
+            starttls=r.get("outbound", 0, o, "starttls", od.starttls, _bool, "true or false"),
+            username=r.get("outbound", 0, o, "username", None, _string, "a user name"),
+            password_file=r.get("outbound", 0, o, "password_file", None, rel, "a file path"),
+            connections=r.get("outbound", 0, o, "connections", od.connections, _positive_int, "a whole number >= 1"),
+            batch_recipients=r.get("outbound", 0, o, "batch_recipients", od.batch_recipients, _positive_int, "a whole number >= 1"),
+            retry_after=r.get("outbound", 0, o, "retry_after", od.retry_after, parse_duration, "a duration such as 1m"),
+            retry_max=r.get("outbound", 0, o, "retry_max", od.retry_max, parse_duration, "a duration such as 1h"),
+            give_up_after=r.get("outbound", 0, o, "give_up_after", od.give_up_after, parse_duration, "a duration such as 5d"),
+            timeout=r.get("outbound", 0, o, "timeout", od.timeout, parse_duration, "a duration such as 60s"),
+        )
+        if outbound.password_file is not None and not outbound.password_file.exists():
+            r.problem("outbound", 0, ("password_file",),
+                      f"password_file {str(outbound.password_file)!r} does not exist; "
+                      "create it with the smarthost password on one line")
+
+    lists: list[ListConfig] = []
+    raw_lists = data.get("list", [])
+    if not isinstance(raw_lists, list):
+        r.problem("", 0, ("list",), "lists are written as [[list]] tables")
+        raw_lists = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw_lists):
+        r.check_keys("list", i, item, LIST_KEYS, "[[list]]")
+        if "address" not in item:
+            r.problem("list", i, (), "[[list]] has no address; add address = \"name@example.org\"")
+            continue
+        address = r.get("list", i, item, "address", None, normalize_address, "a mail address")
+        if address is None:
+            continue
+        if address in seen:
+            r.problem("list", i, ("address",), f"list {address} is configured twice "
+                      f"(first at line {locator.line('list', seen[address], ('address',))})")
+        seen[address] = i
+        ld = ListConfig(address=address)
+        lists.append(ListConfig(
+            address=address,
+            moderators=r.get("list", i, item, "moderators", (), _addresses, "a list of mail addresses"),
+            owner=r.get("list", i, item, "owner", "", normalize_address, "a mail address"),
+            default_member_action=r.get("list", i, item, "default_member_action", ld.default_member_action, _action, '"accept", "hold", "reject" or "discard"'),
+            default_nonmember_action=r.get("list", i, item, "default_nonmember_action", ld.default_nonmember_action, _action, '"accept", "hold", "reject" or "discard"'),
+            deliver=r.get("list", i, item, "deliver", ld.deliver, _deliver, '"members" or "relay:ADDRESS"'),
+        ))
+    if not lists and not r.problems:
+        r.problem("", 0, (), "no [[list]] is configured; add one with at least address = \"name@example.org\"")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(server=server, outbound=outbound, lists=tuple(lists), path=path)

@@ -1,0 +1,132 @@
+"""Wires intake and the outbox worker into one asyncio process, with a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from typing import Callable
+
+from .config import DEMO_MEMBERS, Config
+from .delivery import Outbox
+from .intake import IntakeHandler, ListmodLMTP, ListmodSMTP
+from .rules import RuleSet
+from .store import GroupWriter, Store, load_or_create_secret
+
+log = logging.getLogger("listmod.daemon")
+
+
+def seed_demo_members(store: Store, config: Config) -> list[str]:
+    """On the embedded defaults only: give the example list two members if it has none."""
+    if config.path is not None:
+        return []
+    added = []
+    with store.transaction() as conn:
+        for mlist in config.lists:
+            if conn.execute("SELECT 1 FROM members WHERE list = ?", (mlist.address,)).fetchone():
+                continue
+            for address in DEMO_MEMBERS:
+                conn.execute("INSERT INTO members (list, address, added_at) VALUES (?, ?, ?)",
+                             (mlist.address, address, time.time()))
+                added.append(address)
+    return added
+
+
+def banner(config: Config, demo_members: list[str]) -> str:
+    lines = []
+    mlist = config.lists[0]
+    source = f"config {config.path}" if config.path else "embedded defaults (no listmod.toml found)"
+    lines.append(f"listmod is running on {source}")
+    if config.server.smtp:
+        lines.append(f"  SMTP intake:  {config.server.smtp}")
+    if config.server.lmtp:
+        lines.append(f"  LMTP intake:  {config.server.lmtp}")
+    lines.append(f"  lists:        {', '.join(m.address for m in config.lists)}")
+    lines.append(f"  store:        {config.database_path}")
+    if config.outbound:
+        lines.append(f"  outbound:     SMTP to {config.outbound.host}:{config.outbound.port}")
+    else:
+        lines.append(f"  outbound:     no [outbound] smarthost; list mail is written to {config.maildir_path}/new")
+    if demo_members:
+        lines.append(f"  members:      added {', '.join(demo_members)} to {mlist.address} (demo roster)")
+    if config.server.smtp:
+        host, port = config.server.smtp.host, config.server.smtp.port
+        member = demo_members[0] if demo_members else "member@example.org"
+        lines.append("Send a test post (from a member; it is delivered):")
+        lines.append(f"  swaks --server {host}:{port} --from {member} --to {mlist.address} "
+                     f"--header 'Subject: hello' --body 'First post'")
+        lines.append("  or, without swaks:")
+        lines.append(f"  python3 -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail("
+                     f"'{member}', ['{mlist.address}'], b'From: {member}\\r\\nTo: {mlist.address}"
+                     f"\\r\\nSubject: hello\\r\\n\\r\\nFirst post\\r\\n')\"")
+        lines.append("Then: `listmod audit` shows the decision and its reason, `listmod queue` the held posts.")
+    return "\n".join(lines)
+
+
+async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None = None,
+                announce: Callable[[str], None] = print) -> None:
+    """Run until `stopping` is set (or SIGTERM/SIGINT), then drain and stop cleanly."""
+    loop = asyncio.get_running_loop()
+    stopping = stopping or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stopping.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    secret = load_or_create_secret(config.server.state_dir)
+    store = Store(config.database_path, secret, timeout=config.server.commit_timeout)
+    demo = seed_demo_members(store, config)
+    writer = GroupWriter(store)
+    writer.start()
+    reader = store.connect()
+    outbox = Outbox(config, store, writer)
+    current_rules = rules
+
+    def factory(lmtp: bool):
+        handler = IntakeHandler(config, lambda: current_rules, writer, reader, secret,
+                                on_accepted=outbox.wake, lmtp=lmtp)
+        cls = ListmodLMTP if lmtp else ListmodSMTP
+        return lambda: cls(handler, hostname=config.server.hostname,
+                           data_size_limit=config.server.max_message_size,
+                           enable_SMTPUTF8=True, ident="listmod ESMTP", loop=loop)
+
+    servers = []
+    try:
+        for endpoint, lmtp in ((config.server.smtp, False), (config.server.lmtp, True)):
+            if endpoint is not None:
+                servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
+        outbox_task = asyncio.create_task(outbox.run(stopping))
+        announce(banner(config, demo))
+        await stopping.wait()
+        log.info("stopping: no new connections; finishing the messages in progress")
+        for server in servers:
+            server.close()
+        for server in servers:
+            try:  # on 3.12+ this waits for open connections too; don't let an idle client hold us
+                await asyncio.wait_for(server.wait_closed(), timeout=10)
+            except asyncio.TimeoutError:
+                pass
+        await outbox_task
+    finally:
+        for server in servers:
+            server.close()
+        outbox.close()
+        writer.stop()
+        reader.close()
+
+
+def run(config: Config, rules: RuleSet) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+
+    def announce(text: str) -> None:
+        print(text, flush=True)
+    try:
+        asyncio.run(serve(config, rules, announce=announce))
+    except OSError as err:
+        print(f"listmod: cannot start: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,409 @@
+"""The outbox worker: list copies and notices out by SMTP (or into a local Maildir), each copy once.
+
+A copy's row goes pending -> sending (committed before any byte leaves) -> sent | failed, or back
+to pending with a later next_attempt. The only way a recipient can get a copy twice is a crash
+after the receiving server said 250 and before our commit of 'sent' (one small transaction);
+rows found in 'sending' at start-up are sent again, as Postfix does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import smtplib
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from .config import Config, ListConfig
+from .store import GroupWriter, Store, immediate
+
+log = logging.getLogger("listmod.delivery")
+
+REPLACED_HEADERS = {b"list-id", b"list-post", b"list-unsubscribe", b"list-help", b"list-owner",
+                    b"list-subscribe", b"list-archive", b"precedence", b"x-loop", b"return-path",
+                    b"delivered-to"}
+
+
+@dataclass(frozen=True)
+class Copy:
+    id: int
+    post: int | None
+    kind: str            # "post" | "notice"
+    list: str
+    recipient: str
+    envelope_from: str
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    copy: Copy
+    result: str          # "sent" | "failed" | "retry"
+    detail: str = ""
+
+
+def split_message(raw: bytes) -> tuple[list[bytes], bytes, bytes]:
+    """Header lines (each with its continuation lines), the separator, and the body, untouched."""
+    found = re.search(rb"\r?\n\r?\n", raw)
+    if found is None:
+        head, sep, body = raw, b"", b""
+    else:
+        head, sep, body = raw[: found.start()], raw[found.start(): found.end()], raw[found.end():]
+    fields: list[bytes] = []
+    for line in re.split(rb"\r?\n", head):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return fields, sep, body
+
+
+def list_headers(mlist: ListConfig) -> list[bytes]:
+    unsubscribe_to = mlist.owner or mlist.owner_alias
+    subject = quote(f"unsubscribe {mlist.address}")
+    return [
+        f"List-Id: <{mlist.list_id}>".encode(),
+        f"List-Post: <mailto:{mlist.address}>".encode(),
+        f"List-Unsubscribe: <mailto:{unsubscribe_to}?subject={subject}>".encode(),
+        f"List-Owner: <mailto:{unsubscribe_to}>".encode(),
+        b"Precedence: list",
+        f"X-Loop: {mlist.address}".encode(),
+    ]
+
+
+def list_copy(raw: bytes, mlist: ListConfig) -> bytes:
+    """The post as members receive it: list headers set (RFC 2369/2919), the rest byte for byte."""
+    fields, _sep, body = split_message(raw)
+    kept = [f for f in fields if f and f.split(b":", 1)[0].strip().lower() not in REPLACED_HEADERS]
+    lines = kept + list_headers(mlist)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + re.sub(rb"(?<!\r)\n", b"\r\n", body)
+
+
+class MaildirSink:
+    """Writes each copy as one file in a Maildir, named after its outbox row so a retry overwrites."""
+
+    def __init__(self, path: Path, hostname: str):
+        self.path = path
+        self.hostname = hostname.replace("/", "_").replace(":", "_")
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+
+    def deliver(self, copies: list[Copy], body: bytes) -> list[Outcome]:
+        out = []
+        for copy in copies:
+            name = f"listmod-{copy.id}.{self.hostname}"
+            tmp = self.path / "tmp" / name
+            data = (f"Delivered-To: {copy.recipient}\r\nReturn-Path: <{copy.envelope_from}>\r\n"
+                    .encode() + body).replace(b"\r\n", b"\n")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / "new" / name)
+            out.append(Outcome(copy, "sent", "written to the local Maildir"))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpSink:
+    """One persistent SMTP connection to the smarthost, used by one worker thread."""
+
+    def __init__(self, config: Config):
+        assert config.outbound is not None
+        self.outbound = config.outbound
+        self.hostname = config.server.hostname
+        self.conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        o = self.outbound
+        conn = smtplib.SMTP(o.host, o.port, local_hostname=self.hostname, timeout=o.timeout)
+        if o.starttls:
+            conn.starttls()
+            conn.ehlo()
+        if o.username:
+            conn.login(o.username, o.password() or "")
+        return conn
+
+    def deliver(self, copies: list[Copy], body: bytes) -> list[Outcome]:
+        envelope_from = copies[0].envelope_from
+        try:
+            if self.conn is None:
+                self.conn = self._connect()
+            else:
+                try:
+                    self.conn.rset()
+                except smtplib.SMTPException:
+                    self.close()
+                    self.conn = self._connect()
+            refused = self.conn.sendmail(envelope_from, [c.recipient for c in copies], body)
+        except smtplib.SMTPRecipientsRefused as err:
+            return [_from_reply(c, *err.recipients.get(c.recipient, (451, b"refused"))) for c in copies]
+        except smtplib.SMTPResponseException as err:
+            self.close()
+            return [_from_reply(c, err.smtp_code, err.smtp_error) for c in copies]
+        except (OSError, smtplib.SMTPException) as err:
+            self.close()
+            return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
+                                       f"{self.outbound.port}: {err}") for c in copies]
+        return [_from_reply(c, *refused[c.recipient]) if c.recipient in refused
+                else Outcome(c, "sent", "250") for c in copies]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+            self.conn = None
+
+
+def _from_reply(copy: Copy, code: int, text: bytes | str) -> Outcome:
+    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    detail = f"{code} {message}".strip()
+    return Outcome(copy, "failed" if 500 <= code < 600 else "retry", detail)
+
+
+class DeliveryJournal:
+    """Copy ids appended (and fsynced) the moment the receiving server says 250.
+
+    Recording 'sent' in SQLite can wait behind intake's commits; this file cannot, so the window
+    in which a crash leads to a copy being sent twice shrinks to one write() after the reply.
+    At start-up the journal is folded into the store before anything is sent again.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        data = "".join(f"{i}\n" for i in ids).encode()
+        with self._lock:
+            os.write(self._fd, data)
+            os.fsync(self._fd)
+
+    def fold_if_large(self, conn: sqlite3.Connection, limit: int = 1024 * 1024) -> None:
+        """Keep the journal small: mark its copies sent in the store, then empty it."""
+        if os.fstat(self._fd).st_size < limit:
+            return
+        with self._lock:
+            ids = self.read(self.path)
+            with immediate(conn):
+                mark_sent(conn, ids, time.time())
+            os.ftruncate(self._fd, 0)
+
+    @staticmethod
+    def read(path: Path) -> list[int]:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return []
+        return [int(line) for line in text.splitlines() if line.strip().isdigit()]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+# --- the store side: claiming copies and recording outcomes (run through the GroupWriter) ---
+
+_COPY_COLUMNS = "id, post, kind, list, recipient, envelope_from, attempts, created_at"
+
+
+def mark_sent(conn: sqlite3.Connection, ids: list[int], at: float) -> None:
+    """Copies the receiving server accepted (from the journal); a copy already settled is left alone."""
+    for start in range(0, len(ids), 500):
+        chunk = ids[start: start + 500]
+        conn.execute(f"UPDATE outbox SET state = 'sent', done_at = ?, attempts = attempts + 1 "
+                     f"WHERE state IN ('sending', 'pending') AND id IN ({','.join('?' * len(chunk))})",
+                     (at, *chunk))
+
+
+def release_interrupted(conn: sqlite3.Connection, journal_ids: list[int], at: float) -> int:
+    """At start-up: copies the journal shows as accepted are sent; the other copies left
+    'sending' by a crash are due again."""
+    mark_sent(conn, journal_ids, at)
+    return conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'").rowcount
+
+
+def claim_due(conn: sqlite3.Connection, limit: int, at: float) -> list[Copy]:
+    rows = conn.execute(
+        f"SELECT {_COPY_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt <= ? "
+        "ORDER BY next_attempt, id LIMIT ?", (at, limit)).fetchall()
+    if rows:
+        conn.executemany("UPDATE outbox SET state = 'sending' WHERE id = ?", [(r[0],) for r in rows])
+    return [Copy(*r) for r in rows]
+
+
+def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: Config,
+                    at: float) -> None:
+    o = config.outbound
+    retry_after = o.retry_after if o else 60.0
+    retry_max = o.retry_max if o else 3600.0
+    give_up = o.give_up_after if o else 5 * 86400.0
+    for outcome in outcomes:
+        c = outcome.copy
+        if outcome.result == "sent":
+            conn.execute("UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL, "
+                         "attempts = attempts + 1 WHERE id = ?", (at, c.id))
+        elif outcome.result == "failed" or at - c.created_at > give_up:
+            detail = outcome.detail if outcome.result == "failed" else \
+                f"gave up after {c.attempts + 1} attempts; last answer: {outcome.detail}"
+            conn.execute("UPDATE outbox SET state = 'failed', done_at = ?, last_error = ?, "
+                         "attempts = attempts + 1 WHERE id = ?", (at, detail, c.id))
+        else:
+            delay = min(retry_after * (2 ** c.attempts), retry_max)
+            conn.execute("UPDATE outbox SET state = 'pending', next_attempt = ?, last_error = ?, "
+                         "attempts = attempts + 1 WHERE id = ?", (at + delay, outcome.detail, c.id))
+
+
+class Outbox:
+    """Claims due copies, hands them to worker threads in batches, records what happened."""
+
+    def __init__(self, config: Config, store: Store, writer: GroupWriter):
+        self.config = config
+        self.store = store
+        self.writer = writer
+        self.workers = config.outbound.connections if config.outbound else 1
+        self.batch = config.outbound.batch_recipients if config.outbound else 100
+        self._wake = asyncio.Event()
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="listmod-outbox")
+        self._sinks: list = []
+        self._lists = {m.address: m for m in config.lists}
+        self.journal: DeliveryJournal | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _write(self, fn):
+        return await asyncio.wrap_future(self.writer.submit(fn))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        journal_path = self.config.server.state_dir / "delivered.journal"
+        done = DeliveryJournal.read(journal_path)
+        released = await self._write(lambda conn: release_interrupted(conn, done, time.time()))
+        journal_path.unlink(missing_ok=True)  # folded into the store, which has committed
+        self.journal = DeliveryJournal(journal_path)
+        if released:
+            log.info("%d copies were interrupted by a stop; sending them again", released)
+        running: set[asyncio.Task] = set()
+        while not stopping.is_set():
+            if len(running) >= self.workers:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            free = self.workers - len(running)
+            try:
+                copies = await self._write(lambda c: claim_due(c, free * self.batch, time.time()))
+            except Exception:
+                log.exception("could not read the outbox; trying again shortly")
+                copies = []
+            if not copies:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            for batch in self._batches(copies):
+                while len(running) >= self.workers:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._send(batch))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        if running:
+            await asyncio.wait(running, timeout=30)
+
+    def _batches(self, copies: list[Copy]) -> list[list[Copy]]:
+        groups: OrderedDict[tuple, list[Copy]] = OrderedDict()
+        for c in copies:
+            key = (c.kind, c.post if c.kind == "post" else c.id, c.envelope_from)
+            groups.setdefault(key, []).append(c)
+        batches = []
+        for group in groups.values():
+            for i in range(0, len(group), self.batch):
+                batches.append(group[i: i + self.batch])
+        return batches
+
+    async def _send(self, batch: list[Copy]) -> None:
+        try:
+            outcomes, recorded = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._deliver, batch)
+        except Exception as err:
+            log.exception("delivery of %d copies failed unexpectedly", len(batch))
+            outcomes, recorded = [Outcome(c, "retry", f"internal error: {err}") for c in batch], False
+        for o in outcomes:
+            if o.result == "failed":
+                log.warning("copy %d to %s failed: %s", o.copy.id, o.copy.recipient, o.detail)
+        if recorded:
+            return
+        try:
+            await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time()))
+        except Exception:
+            log.exception("could not record delivery outcomes; they will be retried after a restart")
+
+    # --- worker thread side ---
+
+    def _thread_state(self):
+        state = self._local
+        if not hasattr(state, "conn"):
+            state.conn = self.store.connect()
+            state.bodies = OrderedDict()
+            if self.config.outbound is None:
+                state.sink = MaildirSink(self.config.maildir_path, self.config.server.hostname)
+            else:
+                state.sink = SmtpSink(self.config)
+            self._sinks.append(state)
+        return state
+
+    def _body(self, state, copy: Copy) -> bytes:
+        if copy.kind != "post":
+            row = state.conn.execute("SELECT body FROM outbox WHERE id = ?", (copy.id,)).fetchone()
+            return re.sub(rb"(?<!\r)\n", b"\r\n", row[0])
+        cached = state.bodies.get(copy.post)
+        if cached is not None:
+            return cached
+        raw = state.conn.execute("SELECT m.raw FROM posts p JOIN messages m ON m.id = p.message "
+                                 "WHERE p.id = ?", (copy.post,)).fetchone()[0]
+        mlist = self._lists.get(copy.list) or ListConfig(address=copy.list)
+        body = list_copy(raw, mlist)
+        state.bodies[copy.post] = body
+        while len(state.bodies) > 32:
+            state.bodies.popitem(last=False)
+        return body
+
+    def _deliver(self, batch: list[Copy]) -> tuple[list[Outcome], bool]:
+        """Send one batch and commit its outcome at once, in this thread, in one small transaction:
+        the time between the server's 250 and that commit is the only window for a duplicate."""
+        state = self._thread_state()
+        outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
+        self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
+        try:
+            with immediate(state.conn):
+                record_outcomes(state.conn, outcomes, self.config, time.time())
+        except sqlite3.Error:
+            return outcomes, False  # the event loop will record them through the writer
+        self.journal.fold_if_large(state.conn)
+        return outcomes, True
+
+    def close(self) -> None:
+        def _close_all():
+            for state in self._sinks:
+                state.sink.close()
+                state.conn.close()
+        self._pool.submit(_close_all).result(timeout=30)
+        self._pool.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close()

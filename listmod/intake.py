@@ -1,0 +1,194 @@
+"""The aiosmtpd handler for SMTP and LMTP: check recipients, parse, decide, commit, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .config import Config, ListConfig
+from .message import parse
+from .posts import Judged, PostRecord, record_intake
+from .rules import Context, Decision, RuleSet, decide
+from .store import GroupWriter, StoreError
+
+log = logging.getLogger("listmod.intake")
+
+MAX_RECIPIENTS = 100
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What an accepted RCPT address is to us: a list's posting address or its bounce address."""
+
+    mlist: ListConfig
+    role: str  # "post" | "bounces"
+
+
+class ListDirectory:
+    """Maps envelope recipients to lists; anything else is refused (never an open relay)."""
+
+    def __init__(self, config: Config):
+        self._by_address: dict[str, Recipient] = {}
+        for mlist in config.lists:
+            self._by_address[mlist.address] = Recipient(mlist, "post")
+            self._by_address[mlist.bounce_address] = Recipient(mlist, "bounces")
+
+    def lookup(self, address: str) -> Recipient | None:
+        return self._by_address.get(address.strip().strip("<>").lower())
+
+
+def reply_text(text: str, limit: int = 400) -> str:
+    """Reason text made safe for an SMTP reply line: ASCII, one line, bounded."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    one_line = " ".join(ascii_text.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+
+
+def _reply(code: str, status: str, text: str) -> str:
+    """A possibly multi-line reply ('550-5.7.1 ...' continuation lines, 'ccc x.y.z' last)."""
+    words = reply_text(text, limit=900).split(" ")
+    lines, line = [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > 200:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    head = [f"{code}-{status} {part}" for part in lines[:-1]]
+    return "\r\n".join(head + [f"{code} {status} {lines[-1]}"])
+
+
+def bounce_report_decision(ruleset: RuleSet) -> Decision:
+    return Decision("discard", "A message to the list's bounce address is a delivery report; it is "
+                    "recorded, never distributed.", "bounce", "builtin", "rules",
+                    "sent to the bounce address", (), ruleset.digest)
+
+
+class ListmodSMTP(SMTP):
+    # Real mail has lines far past RFC 5321's 1000; read them rather than refuse the message.
+    line_length_limit = 1024 * 1024
+
+
+class ListmodLMTP(LMTP):
+    line_length_limit = 1024 * 1024
+
+
+class IntakeHandler:
+    """Thin: it asks small questions of the directory, decide() and the store, and answers."""
+
+    def __init__(self, config: Config, rules: Callable[[], RuleSet], writer: GroupWriter,
+                 reader: sqlite3.Connection, secret: bytes, on_accepted: Callable[[], None],
+                 lmtp: bool = False):
+        self.config = config
+        self.rules = rules
+        self.writer = writer
+        self.reader = reader
+        self.secret = secret
+        self.on_accepted = on_accepted
+        self.lmtp = lmtp
+        self.directory = ListDirectory(config)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self.directory.lookup(address) is None:
+            return f"550 5.1.1 <{reply_text(address, 200)}>: no such list here"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients in one transaction; send the rest separately"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    def _is_member(self, mlist: ListConfig, *addresses: str) -> bool:
+        wanted = [a for a in addresses if a]
+        if not wanted:
+            return False
+        marks = ",".join("?" * len(wanted))
+        row = self.reader.execute(
+            f"SELECT 1 FROM members WHERE list = ? AND address IN ({marks}) LIMIT 1",
+            (mlist.address, *wanted)).fetchone()
+        return row is not None
+
+    def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]):
+        post = parse(raw, mail_from)
+        ruleset = self.rules()
+        judged: list[Judged] = []
+        seen: set[str] = set()
+        for address in rcpt_tos:
+            target = self.directory.lookup(address)
+            if target is None or (target.mlist.address, target.role) in seen:
+                continue
+            seen.add((target.mlist.address, target.role))
+            mlist = target.mlist
+            if target.role == "bounces":
+                judged.append(Judged(mlist, bounce_report_decision(ruleset)))
+                continue
+            ctx = Context(
+                list_address=mlist.address,
+                list_id=mlist.list_id,
+                sender_is_member=self._is_member(mlist, post.from_address),
+                sender_is_moderator=post.from_address in mlist.moderators,
+                default_member_action=mlist.default_member_action,
+                default_nonmember_action=mlist.default_nonmember_action,
+            )
+            judged.append(Judged(mlist, decide(post, ctx, ruleset)))
+        return post, judged
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail_from = envelope.mail_from or ""
+        if mail_from == "<>":
+            mail_from = ""
+        try:
+            post, judged = self.judge(raw, mail_from, list(envelope.rcpt_tos))
+            peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
+            future = self.writer.submit(lambda conn: record_intake(
+                conn, self.secret, raw=raw, envelope_from=mail_from,
+                rcpt_tos=list(envelope.rcpt_tos), peer=peer, post=post, judged=judged))
+            records = await asyncio.wrap_future(future)
+        except StoreError as err:
+            log.error("could not commit a message from %s: %s", mail_from or "<>", err)
+            return "451 4.3.0 The message could not be stored; please try again later"
+        except Exception:  # never crash, never lose: the sender will retry
+            log.exception("unexpected error while receiving a message from %s", mail_from or "<>")
+            return "451 4.3.0 Internal error while storing the message; please try again later"
+        if any(r.state == "accepted" for r in records):
+            self.on_accepted()
+        by_list = {r.list: r for r in records}
+        answers = []
+        for address in envelope.rcpt_tos:
+            target = self.directory.lookup(address)
+            record = by_list.get(target.mlist.address) if target else None
+            answers.append(_answer(record))
+        if self.lmtp:
+            return "\r\n".join(answers)  # LMTP: one reply per recipient, in RCPT order
+        return _smtp_answer(records, answers)
+
+
+def _answer(record: PostRecord | None) -> str:
+    if record is None:
+        return "250 2.0.0 OK"
+    if record.state == "rejected":
+        return _reply("550", "5.7.1", record.reason)
+    if record.state == "held":
+        return _reply("250", "2.0.0", f"Held for moderation as {record.short_id}: {record.reason}")
+    if record.state == "accepted":
+        return f"250 2.0.0 Accepted for {record.list} as post {record.id}"
+    return f"250 2.0.0 Received (not distributed: {reply_text(record.reason, 300)})"
+
+
+def _smtp_answer(records: list[PostRecord], answers: list[str]) -> str:
+    """SMTP has one answer for all recipients: refuse only if every list refused."""
+    if records and all(r.state == "rejected" for r in records):
+        return answers[0]
+    for answer in answers:
+        if not answer.startswith("550"):
+            return answer
+    return "250 2.0.0 OK"

@@ -1,0 +1,306 @@
+"""Raw message bytes to a `Post`: addresses, decoded text, attachments and counts; never raises."""
+
+from __future__ import annotations
+
+import codecs
+import email.errors
+import email.header
+import email.utils
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from html.parser import HTMLParser
+
+from email_validator import EmailNotValidError, validate_email
+
+
+@dataclass(frozen=True)
+class Attachment:
+    content_type: str
+    filename: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Post:
+    """What the rules look at. Text fields are decoded; addresses are lower-cased."""
+
+    raw_size: int
+    sha256: str
+    envelope_sender: str                 # "" for the null sender <>
+    from_address: str                    # "" when the From header has no usable address
+    from_name: str = ""
+    subject: str = ""
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()   # (lower-cased name, decoded value), in order
+    attachments: tuple[Attachment, ...] = ()
+    recipients: int = 0                  # addresses in To and Cc
+    links: int = 0
+    message_id: str = ""
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    content_type: str = "text/plain"
+    problems: tuple[str, ...] = ()       # why the message could not be parsed properly
+    _index: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sender(self) -> str:
+        """The address that speaks for the post: From if it is valid, else the envelope sender."""
+        return self.from_address or self.envelope_sender
+
+    def header(self, name: str) -> tuple[str, ...]:
+        """Every decoded value of a header (case-insensitive name), in order."""
+        if not self._index:
+            for key, value in self.headers:
+                self._index.setdefault(key, ())
+                self._index[key] += (value,)
+        return self._index.get(name.lower(), ())
+
+
+# Defects after which the parts of a message cannot be trusted to be what the rules saw.
+_SERIOUS_DEFECTS = {
+    email.errors.NoBoundaryInMultipartDefect: "a multipart message declares no boundary",
+    email.errors.StartBoundaryNotFoundDefect: "the multipart boundary never appears in the body",
+    email.errors.CloseBoundaryNotFoundDefect: "a multipart part is never closed by its boundary",
+    email.errors.MultipartInvariantViolationDefect: "the MIME structure contradicts itself",
+    email.errors.MissingHeaderBodySeparatorDefect: "a header line has no colon, so the headers cannot be read",
+}
+
+_URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']+", re.IGNORECASE)
+_MSGID = re.compile(r"<[^<>\s]+>")
+_parser = BytesParser(policy=compat32)
+
+
+def parse(raw: bytes, envelope_sender: str = "") -> Post:
+    """Turn raw bytes into a Post. Any failure is described in Post.problems, never raised."""
+    digest = hashlib.sha256(raw).hexdigest()
+    envelope = _clean_address(envelope_sender)
+    try:
+        return _parse(raw, digest, envelope)
+    except Exception as err:  # the parser promises never to raise: describe, don't crash
+        return Post(raw_size=len(raw), sha256=digest, envelope_sender=envelope, from_address="",
+                    problems=(f"the parser failed ({type(err).__name__}: {err})",))
+
+
+def _parse(raw: bytes, digest: str, envelope: str) -> Post:
+    problems: list[str] = []
+    if b"\x00" in raw:
+        problems.append("the message contains NUL bytes")
+        raw = raw.replace(b"\x00", b"")
+    msg = _parser.parsebytes(raw)
+    for defect in msg.defects:
+        for kind, text in _SERIOUS_DEFECTS.items():
+            if isinstance(defect, kind) and text not in problems:
+                problems.append(text)
+    if not msg.keys():
+        problems.append("the message has no header section")
+
+    headers = tuple((name.lower(), header_text(value)) for name, value in msg.items())
+    from_name, from_address = _from(msg)
+    subject = header_text(msg.get("Subject", ""))
+
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[Attachment] = []
+    for part in msg.walk():
+        for defect in part.defects:
+            for kind, text in _SERIOUS_DEFECTS.items():
+                if isinstance(defect, kind) and text not in problems:
+                    problems.append(text)
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        filename = _filename(part)
+        disposition = header_text(part.get("Content-Disposition")).split(";", 1)[0].strip().lower()
+        if ctype == "message/rfc822" or filename or disposition == "attachment" or \
+                not ctype.startswith("text/"):
+            if part is msg and ctype.startswith("text/"):
+                pass  # a single-part text message with a name is still the body
+            else:
+                attachments.append(Attachment(ctype, filename, _payload_size(part)))
+                continue
+        text = _part_text(part)
+        (htmls if ctype == "text/html" else texts).append(text)
+    if texts:
+        body = "\n".join(texts)
+    else:
+        body = "\n".join(html_to_text(h) for h in htmls)
+    links = len(_URL.findall(body))
+
+    recipients = len(email.utils.getaddresses(
+        [header_text(v) for v in (msg.get_all("To") or []) + (msg.get_all("Cc") or [])]))
+    message_id = _first_msgid(msg.get("Message-ID", ""))
+    return Post(
+        raw_size=len(raw),
+        sha256=digest,
+        envelope_sender=envelope,
+        from_address=from_address,
+        from_name=from_name,
+        subject=subject,
+        body=body,
+        headers=headers,
+        attachments=tuple(attachments),
+        recipients=recipients,
+        links=links,
+        message_id=message_id,
+        in_reply_to=_first_msgid(msg.get("In-Reply-To", "")),
+        references=tuple(_MSGID.findall(header_text(msg.get("References", "")))),
+        content_type=msg.get_content_type(),
+        problems=tuple(problems),
+    )
+
+
+def header_text(value: object) -> str:
+    """A header value as readable text: encoded-words decoded, raw 8-bit read as UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    text = str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    if "=?" in text:
+        try:
+            pieces = []
+            for chunk, charset in email.header.decode_header(text):
+                if isinstance(chunk, bytes):
+                    pieces.append(_decode(chunk, charset))
+                else:
+                    pieces.append(chunk)
+            text = "".join(pieces)
+        except Exception:
+            pass  # leave the encoded-words as they are: readable enough for rules and people
+    return " ".join(text.split())
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    name = (charset or "us-ascii").strip().strip('"').lower()
+    if name in ("unknown-8bit", "x-unknown", "us-ascii", "ascii", ""):
+        name = "utf-8"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        name = "utf-8"
+    try:
+        return data.decode(name)
+    except (UnicodeDecodeError, LookupError):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode(name if name != "utf-8" else "latin-1", "replace")
+
+
+def _part_text(part: Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    return _decode(payload, part.get_content_charset())
+
+
+def _payload_size(part: Message) -> int:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return len(str(raw)) if raw is not None else 0
+    return len(payload)
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+        if isinstance(name, tuple):  # RFC 2231 triple
+            name = email.utils.collapse_rfc2231_value(name)
+    except Exception:
+        # compat32 trips over some non-ASCII parameters; read the raw header instead
+        raw = header_text(part.get("Content-Disposition", "")) + ";" + \
+            header_text(part.get("Content-Type", ""))
+        found = re.search(r'name\*?=\s*"?([^";]+)', raw)
+        name = found.group(1) if found else ""
+    return header_text(name)
+
+
+def _from(msg: Message) -> tuple[str, str]:
+    values = msg.get_all("From") or []
+    for value in values:
+        name, address = email.utils.parseaddr(header_text(value))
+        checked = _clean_address(address)
+        if checked:
+            return name, checked
+    return "", ""
+
+
+def _clean_address(address: str | None) -> str:
+    """A valid, lower-cased address, or "" when it is empty or not an address at all."""
+    if not address:
+        return ""
+    address = address.strip().strip("<>")
+    if "@" not in address:
+        return ""
+    try:
+        return validate_email(address, check_deliverability=False, allow_smtputf8=True,
+                              allow_quoted_local=True, allow_domain_literal=True,
+                              test_environment=True, globally_deliverable=False
+                              ).normalized.lower()
+    except (EmailNotValidError, Exception):
+        return ""
+
+
+def _first_msgid(value: object) -> str:
+    found = _MSGID.search(header_text(value))
+    return found.group(0) if found else ""
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = {"script", "style", "head", "title"}
+    _BREAKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self._SKIP:
+            self.skipping += 1
+        elif tag in self._BREAKS:
+            self.out.append("\n")
+        if tag == "a":
+            for key, value in attrs:
+                if key == "href" and value and value.startswith(("http://", "https://")):
+                    self.out.append(f" {value} ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self.skipping:
+            self.skipping -= 1
+        elif tag in self._BREAKS:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """The readable text of an HTML body (link targets kept so link rules can see them)."""
+    extractor = _TextExtractor()
+    try:
+        extractor.feed(html)
+        extractor.close()
+    except Exception:
+        return re.sub(r"<[^>]*>", " ", html)
+    lines = (" ".join(line.split()) for line in "".join(extractor.out).splitlines())
+    return "\n".join(line for line in lines if line)

@@ -1,0 +1,185 @@
+"""Posts and their states: recording what intake decided, held posts, and decisions made later."""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from . import audit
+from .config import Config, ListConfig
+from .message import Post
+from .notices import rejection_notice
+from .rules import Decision
+
+# Short ids moderators type: no 0/O, 1/I/L lookalikes.
+SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+# What a post's state is once each action has been taken.
+STATE_FOR_ACTION = {"accept": "accepted", "hold": "held", "reject": "rejected", "discard": "discarded"}
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One list's decision on an incoming message."""
+
+    mlist: ListConfig
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    id: int
+    list: str
+    short_id: str | None
+    state: str
+    action: str
+    rule: str
+    source: str
+    actor: str
+    reason: str
+    sender: str
+    subject: str
+    message_id: str
+    created_at: float
+    decided_at: float | None
+    message: int
+
+    @property
+    def label(self) -> str:
+        return self.short_id or str(self.id)
+
+
+_POST_COLUMNS = ("id, list, short_id, state, action, rule, source, actor, reason, sender, subject, "
+                 "message_id, created_at, decided_at, message")
+
+
+def _new_short_id(conn: sqlite3.Connection) -> str:
+    length = 4
+    for attempt in range(40):
+        if attempt and attempt % 8 == 0:
+            length += 1  # the 4-letter space is crowded: take a longer id rather than loop
+        candidate = "".join(_secrets.choice(SHORT_ID_ALPHABET) for _ in range(length))
+        if conn.execute("SELECT 1 FROM posts WHERE short_id = ?", (candidate,)).fetchone() is None:
+            return candidate
+    raise RuntimeError("could not find a free short id")
+
+
+def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelope_from: str,
+                  rcpt_tos: list[str], peer: str, post: Post, judged: list[Judged],
+                  at: float | None = None) -> list[PostRecord]:
+    """Store the message, each list's decision and its audit record; queue accepted copies.
+
+    Runs inside the caller's transaction: all of it is committed together, or none of it.
+    """
+    at = time.time() if at is None else at
+    message = conn.execute(
+        "INSERT INTO messages (received_at, envelope_from, rcpt_tos, sha256, size, peer, raw) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (at, envelope_from, json.dumps(rcpt_tos), post.sha256, len(raw), peer, raw)).lastrowid
+    records = []
+    for item in judged:
+        d = item.decision
+        state = STATE_FOR_ACTION[d.action]
+        short_id = _new_short_id(conn) if state == "held" else None
+        post_id = conn.execute(
+            "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
+            "evidence, ruleset, sender, subject, message_id, created_at, decided_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
+             d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
+             None if state == "held" else at)).lastrowid
+        audit.append(conn, secret, list=item.mlist.address, post=post_id,
+                     message_id=post.message_id, sha256=post.sha256, sender=post.sender,
+                     action=d.action, reason=d.reason, rule=d.rule_id, source=d.source,
+                     actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
+        if state == "accepted":
+            enqueue_copies(conn, post_id, item.mlist, at)
+        records.append(PostRecord(post_id, item.mlist.address, short_id, state, d.action,
+                                  d.rule_id, d.source, d.actor, d.reason, post.sender,
+                                  post.subject, post.message_id, at,
+                                  None if state == "held" else at, message))
+    return records
+
+
+def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at: float) -> int:
+    """One outbox row per recipient copy: the roster at this moment, or the relay address."""
+    if mlist.relay_to:
+        recipients = [mlist.relay_to]
+    else:
+        recipients = [r[0] for r in conn.execute(
+            "SELECT address FROM members WHERE list = ? ORDER BY address", (mlist.address,))]
+    conn.executemany(
+        "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
+        "next_attempt, created_at) VALUES (?, 'post', ?, ?, ?, 'pending', 0, ?, ?)",
+        [(post_id, mlist.address, r, mlist.bounce_address, at, at) for r in recipients])
+    return len(recipients)
+
+
+def enqueue_notice(conn: sqlite3.Connection, post_id: int | None, mlist: ListConfig,
+                   recipient: str, body: bytes, at: float) -> None:
+    conn.execute(
+        "INSERT INTO outbox (post, kind, list, recipient, envelope_from, body, state, attempts, "
+        "next_attempt, created_at) VALUES (?, 'notice', ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (post_id, mlist.address, recipient, mlist.bounce_address, body, at, at))
+
+
+class PostNotFound(Exception):
+    pass
+
+
+class AlreadyDecided(Exception):
+    def __init__(self, record: PostRecord):
+        self.record = record
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.decided_at or 0))
+        super().__init__(f"post {record.label} was already {record.state} by {record.actor} at {when}; "
+                         "nothing changed")
+
+
+def find_post(conn: sqlite3.Connection, ident: str) -> PostRecord:
+    """A post by its short id (case-insensitive) or its number."""
+    ident = ident.strip()
+    row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE short_id = ?",
+                       (ident.upper(),)).fetchone()
+    if row is None and ident.isdigit():
+        row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE id = ?", (int(ident),)).fetchone()
+    if row is None:
+        raise PostNotFound(f"no post with id {ident!r}; `listmod queue` lists the held posts")
+    return PostRecord(*row)
+
+
+def held_posts(conn: sqlite3.Connection, list_address: str | None = None) -> list[PostRecord]:
+    sql = f"SELECT {_POST_COLUMNS} FROM posts WHERE state = 'held'"
+    args: tuple = ()
+    if list_address:
+        sql += " AND list = ?"
+        args = (list_address,)
+    return [PostRecord(*row) for row in conn.execute(sql + " ORDER BY created_at, id", args)]
+
+
+def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record: PostRecord,
+                action: str, reason: str, actor: str, at: float | None = None) -> PostRecord:
+    """A person's decision on a held post: update it, audit it, deliver or notify as it requires."""
+    at = time.time() if at is None else at
+    current = find_post(conn, str(record.id))
+    if current.state != "held":
+        raise AlreadyDecided(current)
+    mlist = config.list_for(current.list)
+    if mlist is None:
+        raise PostNotFound(f"post {current.label} belongs to {current.list}, which is no longer configured")
+    state = STATE_FOR_ACTION[action]
+    conn.execute("UPDATE posts SET state = ?, action = ?, rule = ?, source = ?, actor = ?, reason = ?, "
+                 "evidence = '', decided_at = ? WHERE id = ?",
+                 (state, action, "", "command line", actor, reason, at, current.id))
+    sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (current.message,)).fetchone()[0]
+    audit.append(conn, secret, list=mlist.address, post=current.id, message_id=current.message_id,
+                 sha256=sha, sender=current.sender, action=action, reason=reason, rule="",
+                 source="command line", actor=actor, at=at)
+    if state == "accepted":
+        enqueue_copies(conn, current.id, mlist, at)
+    elif state == "rejected" and current.sender:
+        enqueue_notice(conn, current.id, mlist, current.sender,
+                       rejection_notice(mlist, current, reason, config.server.hostname), at)
+    return find_post(conn, str(current.id))

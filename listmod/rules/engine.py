@@ -1,0 +1,115 @@
+"""decide(): the pure function that judges one post for one list and says why."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from ..message import Post
+from .model import TERMINAL_ACTIONS, Context, Decision, Facts, RuleOutcome, RuleSet, RuleTimeout
+
+_AUTO_REPORTS = ("multipart/report",)
+
+
+def _builtin(post: Post, ctx: Context) -> Decision | None:
+    """Checks that hold for every list whatever its rules: loops, bounces, auto-replies, bad MIME."""
+    list_ids = " ".join(post.header("list-id")).lower()
+    x_loop = [v.strip().lower() for v in post.header("x-loop")]
+    if f"<{ctx.list_id}>" in list_ids or ctx.list_address in x_loop:
+        return _built("loop", "discard",
+                      f"The message already went through {ctx.list_address} (its List-Id or "
+                      "X-Loop header names this list), so it is a mail loop and is not sent again.",
+                      "List-Id/X-Loop names this list")
+    if not post.envelope_sender:
+        return _built("bounce", "discard",
+                      "The message has a null envelope sender (a bounce or delivery report); "
+                      "such messages are recorded, never distributed to the list.",
+                      "MAIL FROM:<>")
+    if post.from_address.split("@", 1)[0] in ("mailer-daemon", "postmaster"):
+        return _built("bounce", "discard",
+                      "The message comes from a mail system (MAILER-DAEMON or postmaster), so it is "
+                      "a delivery report; it is recorded, never distributed to the list.",
+                      f"From: {post.from_address}")
+    if post.content_type in _AUTO_REPORTS:
+        return _built("bounce", "discard",
+                      "The message is a delivery or read report (multipart/report); such messages "
+                      "are recorded, never distributed to the list.",
+                      f"Content-Type: {post.content_type}")
+    auto = [v.strip().lower() for v in post.header("auto-submitted")]
+    if any(v and not v.startswith("no") for v in auto):
+        return _built("auto-reply", "discard",
+                      "The message was sent automatically (Auto-Submitted: "
+                      f"{auto[0]}, RFC 3834), so it is not distributed to the list.",
+                      f"Auto-Submitted: {auto[0]}")
+    precedence = " ".join(post.header("precedence")).lower()
+    if "auto_reply" in precedence:
+        return _built("auto-reply", "discard",
+                      "The message is an automatic reply (Precedence: auto_reply), so it is not "
+                      "distributed to the list.", "Precedence: auto_reply")
+    if post.problems:
+        return _built("unparseable", "hold",
+                      "The message could not be parsed: " + "; ".join(post.problems)
+                      + ". A moderator will look at it.",
+                      "; ".join(post.problems))
+    return None
+
+
+def _built(rule_id: str, action: str, reason: str, evidence: str) -> Decision:
+    outcome = RuleOutcome(rule_id, "builtin", action, True, evidence)
+    return Decision(action=action, reason=reason, rule_id=rule_id, source="builtin",
+                    actor="rules", evidence=evidence, trace=(outcome,))
+
+
+_TEMPLATE = re.compile(r"\{(list|sender|subject|matched)\}")
+
+
+def render_reason(reason: str, post: Post, ctx: Context, evidence: str) -> str:
+    """Fill {list}, {sender}, {subject} and {matched}; any other braces stay as written."""
+    values = {"list": ctx.list_address, "sender": post.sender, "subject": post.subject,
+              "matched": evidence}
+    return _TEMPLATE.sub(lambda m: values[m.group(1)], reason)
+
+
+def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
+    """Judge a post: built-in checks, then the rules in order (first terminal match decides),
+    then the list's default for members or non-members. No I/O; the trace shows every rule."""
+    built = _builtin(post, ctx)
+    if built is not None:
+        return replace(built, ruleset=ruleset.digest)
+    facts = Facts(post, ctx)
+    trace: list[RuleOutcome] = []
+    for rule in ruleset.rules:
+        if not rule.applies_to(ctx.list_address):
+            continue
+        try:
+            evidence = rule.condition(facts)
+        except RuleTimeout as err:
+            reason = (f"Rule {rule.id} could not be evaluated in time ({err}); "
+                      "the post is held for a moderator.")
+            trace.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
+            return Decision("hold", reason, rule.id, rule.source, "rules", str(err),
+                            tuple(trace), ruleset.digest)
+        trace.append(RuleOutcome(rule.id, rule.source, rule.action, evidence is not None,
+                                 evidence or ""))
+        if evidence is not None and rule.action in TERMINAL_ACTIONS:
+            return Decision(rule.action, render_reason(rule.reason, post, ctx, evidence), rule.id,
+                            rule.source, "rules", evidence, tuple(trace), ruleset.digest)
+    if ctx.sender_is_member:
+        action = ctx.default_member_action
+        reason = {
+            "accept": f"The sender is a member of {ctx.list_address} and no rule objected.",
+            "hold": f"Posts from members of {ctx.list_address} are reviewed by a moderator.",
+            "reject": f"{ctx.list_address} does not accept posts from its members by mail.",
+            "discard": f"{ctx.list_address} discards posts from members.",
+        }[action]
+        return Decision(action, reason, "default-member", "default", "default", "sender.member is true",
+                        tuple(trace), ruleset.digest)
+    action = ctx.default_nonmember_action
+    reason = {
+        "accept": f"{ctx.list_address} accepts posts from non-members and no rule objected.",
+        "hold": f"The sender is not a member of {ctx.list_address}; a moderator will review the post.",
+        "reject": f"Only members may post to {ctx.list_address}; please subscribe first.",
+        "discard": f"{ctx.list_address} discards posts from non-members.",
+    }[action]
+    return Decision(action, reason, "default-nonmember", "default", "default", "sender.member is false",
+                    tuple(trace), ruleset.digest)

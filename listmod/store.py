@@ -1,0 +1,238 @@
+"""The SQLite store (the queue, as in Postfix): schema, connections, transactions and group commit."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlite_utils
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """The store could not commit; the SMTP answer is 451 so that the sender retries."""
+
+
+def load_or_create_secret(state_dir: Path) -> bytes:
+    """The daemon's secret key (pseudonyms, later moderator tokens): made on first start, mode 0600."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "secret.key"
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    tmp = state_dir / f".secret.key.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # never replaces a key another process made a moment ago
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
+
+
+def _schema(db: sqlite_utils.Database) -> None:
+    db["messages"].create({
+        "id": int, "received_at": float, "envelope_from": str, "rcpt_tos": str, "sha256": str,
+        "size": int, "peer": str, "raw": bytes,
+    }, pk="id", if_not_exists=True)
+    db["posts"].create({
+        "id": int, "message": int, "list": str, "short_id": str, "state": str, "action": str,
+        "rule": str, "source": str, "actor": str, "reason": str, "evidence": str, "ruleset": str,
+        "sender": str, "subject": str, "message_id": str, "created_at": float, "decided_at": float,
+    }, pk="id", if_not_exists=True)
+    db["outbox"].create({
+        "id": int, "post": int, "kind": str, "list": str, "recipient": str, "envelope_from": str,
+        "body": bytes, "state": str, "attempts": int, "next_attempt": float, "last_error": str,
+        "created_at": float, "done_at": float,
+    }, pk="id", if_not_exists=True)
+    db["members"].create({"list": str, "address": str, "added_at": float},
+                         pk=("list", "address"), if_not_exists=True)
+    db["people"].create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
+    db["audit"].create({
+        "seq": int, "time": float, "list": str, "post": int, "message_id": str, "sha256": str,
+        "sender": str, "action": str, "reason": str, "rule": str, "source": str, "actor": str,
+        "ruleset": str, "evidence": str, "prev_hash": str, "hash": str,
+    }, pk="seq", if_not_exists=True)
+    db["posts"].create_index(["short_id"], unique=True, if_not_exists=True)
+    db["posts"].create_index(["state", "list"], if_not_exists=True)
+    db["posts"].create_index(["message"], if_not_exists=True)
+    db["outbox"].create_index(["state", "next_attempt"], if_not_exists=True)
+    db["outbox"].create_index(["post"], if_not_exists=True)
+    db["audit"].create_index(["post"], if_not_exists=True)
+    for verb in ("UPDATE", "DELETE"):
+        db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{verb.lower()} BEFORE {verb} ON audit
+                       BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class Store:
+    """Opens connections to one database file with the settings durability needs."""
+
+    def __init__(self, path: Path, secret: bytes, timeout: float = 5.0):
+        self.path = path
+        self.secret = secret
+        self.timeout = timeout
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self.connect()
+        try:
+            with immediate(conn):
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    _schema(sqlite_utils.Database(conn))
+        finally:
+            conn.close()
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")  # a 250 must survive a power cut, not just kill -9
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction on a fresh connection (for the command line)."""
+        conn = self.connect()
+        try:
+            with immediate(conn):
+                yield conn
+        finally:
+            conn.close()
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error) on a connection in autocommit mode."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]):
+        self.fn = fn
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+_STOP = object()
+
+
+class GroupWriter:
+    """The daemon's one writer: a thread that commits every queued job in one transaction.
+
+    Each job runs inside its own savepoint, so a job that fails is rolled back alone; the batch
+    then commits once (one fsync for all of them). A job's future resolves only after COMMIT
+    returned, which is what lets intake answer 250.
+    """
+
+    def __init__(self, store: Store, max_batch: int = 512):
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="listmod-writer", daemon=True)
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "concurrent.futures.Future[T]":
+        job = _Job(fn)
+        self._queue.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        conn = self.store.connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            for job in batch:
+                job.future.set_exception(StoreError(f"cannot start a transaction: {err}"))
+            return
+        for job in batch:
+            try:
+                conn.execute("SAVEPOINT job")
+                value = job.fn(conn)
+                conn.execute("RELEASE job")
+                results.append((job, True, value))
+            except Exception as err:  # one bad job must not sink the batch
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass
+                results.append((job, False, err))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for job in batch:
+                job.future.set_exception(StoreError(f"commit failed: {err}"))
+            return
+        self.batches += 1
+        self.jobs += len(batch)
+        for job, ok, value in results:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,265 @@
+"""Fixtures: a real aiosmtpd sink, and the listmod daemon as a real process on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+LISTMOD = [sys.executable, "-m", "listmod"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.content)
+
+
+class SinkHandler:
+    """Records what it is sent. `answers` maps a recipient to the RCPT reply to give instead of 250
+    (a list of replies is used up one per attempt, then 250)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.answers: dict[str, list[str] | str] = {}
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            answer = self.answers.get(address.lower())
+            if isinstance(answer, list):
+                answer = answer.pop(0) if answer else None
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                          envelope.original_content))
+        return "250 OK"
+
+    def copies(self) -> list[tuple[str, Received]]:
+        """(recipient, message) for every recipient copy received."""
+        with self.lock:
+            return [(rcpt.lower(), r) for r in self.received for rcpt in r.rcpt_tos]
+
+
+@dataclass
+class Sink:
+    handler: SinkHandler
+    port: int
+    controller: Controller
+
+    def copies(self):
+        return self.handler.copies()
+
+    def copies_for(self, message_id: str) -> list[tuple[str, Received]]:
+        return [(rcpt, r) for rcpt, r in self.copies() if r.message.get("Message-ID") == message_id]
+
+
+@pytest.fixture
+def sink():
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield Sink(handler, port, controller)
+    finally:
+        controller.stop()
+
+
+RULES_DIR = ROOT / "rules"
+
+
+@dataclass
+class Daemon:
+    """A listmod process with its own config, state dir and ports."""
+
+    dir: Path
+    config_path: Path
+    smtp_port: int
+    lmtp_port: int | None
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(default=None)  # type: ignore[assignment]
+
+    def start(self, expect_ready: bool = True) -> None:
+        self.log_path = self.dir / f"daemon-{int(time.time() * 1000)}.log"
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(LISTMOD + ["serve", "--config", str(self.config_path)],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
+                                     env=_env())
+        if expect_ready:
+            wait_until(lambda: self._listening() or self.proc.poll() is not None, 20,
+                       "the daemon to listen")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"listmod serve exited {self.proc.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(LISTMOD + list(args) + ["--config", str(self.config_path)],
+                                capture_output=True, text=True, cwd=self.dir, env=_env(), timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"listmod {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> list[dict]:
+        out = self.cli(*args, "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.dir / "var" / "listmod.sqlite3", timeout=10)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def send(self, mail_from: str, to: str | list[str], body: bytes) -> dict:
+        with self.smtp() as s:
+            return s.sendmail(mail_from, [to] if isinstance(to, str) else to, body)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("LISTMOD_CONFIG", None)
+    return env
+
+
+LIST = "dev@example.org"
+MEMBERS = ["alice@example.org", "bob@example.org", "carol@example.net"]
+
+
+def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: int | None = None,
+                extra_lists: str = "", rules_dir: Path | None = None, server_extra: str = "",
+                outbound_extra: str = "", list_extra: str = "", max_message_size: str = "1MB") -> Path:
+    rules = tmp / "rules"
+    if not rules.exists():
+        shutil.copytree(rules_dir or RULES_DIR, rules)
+    outbound = ""
+    if sink_port is not None:
+        outbound = textwrap.dedent(f"""
+            [outbound]
+            host = "127.0.0.1"
+            port = {sink_port}
+            retry_after = "0.2s"
+            retry_max = "1s"
+            """) + outbound_extra
+    text = textwrap.dedent(f"""
+        [server]
+        smtp = "127.0.0.1:{smtp_port}"
+        lmtp = "{f'127.0.0.1:{lmtp_port}' if lmtp_port else ''}"
+        hostname = "lists.example.org"
+        max_message_size = "{max_message_size}"
+        state_dir = "var"
+        rules_dir = "rules"
+        """) + server_extra + outbound + textwrap.dedent(f"""
+        [[list]]
+        address = "{LIST}"
+        moderators = ["mod@example.org"]
+        owner = "owner@example.org"
+        """) + list_extra + extra_lists
+    path = tmp / "listmod.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path):
+    """Build (and by default start) a daemon; everything it started is stopped afterwards."""
+    made: list[Daemon] = []
+
+    def build(sink: Sink | None = None, *, start: bool = True, members: list[str] = MEMBERS,
+              lmtp: bool = False, **config) -> Daemon:
+        home = tmp_path / f"d{len(made)}"
+        home.mkdir()
+        smtp_port = free_port()
+        lmtp_port = free_port() if lmtp else None
+        path = make_config(home, sink_port=sink.port if sink else None, smtp_port=smtp_port,
+                           lmtp_port=lmtp_port, **config)
+        d = Daemon(home, path, smtp_port, lmtp_port)
+        made.append(d)
+        if members:
+            d.cli("members", "add", LIST, *members)
+        if start:
+            d.start()
+        return d
+
+    yield build
+    for d in made:
+        d.stop()
+
+
+def post_bytes(sender: str = "alice@example.org", subject: str = "hello", body: str = "Hi all.",
+               to: str = LIST, message_id: str | None = None, extra: str = "") -> bytes:
+    message_id = message_id or f"<{time.time_ns()}.{threading.get_ident()}@test.example>"
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\n"
+            f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}\r\n").encode("utf-8")
