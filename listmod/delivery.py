@@ -85,7 +85,14 @@ def list_copy(raw: bytes, mlist: ListConfig) -> bytes:
     fields, _sep, body = split_message(raw)
     kept = [f for f in fields if f and f.split(b":", 1)[0].strip().lower() not in REPLACED_HEADERS]
     lines = kept + list_headers(mlist)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + re.sub(rb"(?<!\r)\n", b"\r\n", body)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + crlf_lines(body)
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Bare LF line ends made CRLF, as SMTP requires (skipped when there are none, the usual case)."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
 
 
 class MaildirSink:
@@ -359,7 +366,7 @@ class Outbox:
     def _thread_state(self):
         state = self._local
         if not hasattr(state, "conn"):
-            state.conn = self.store.connect()
+            state.conn = self.store.connect(synchronous="NORMAL")
             state.bodies = OrderedDict()
             if self.config.outbound is None:
                 state.sink = MaildirSink(self.config.maildir_path, self.config.server.hostname)
@@ -371,7 +378,7 @@ class Outbox:
     def _body(self, state, copy: Copy) -> bytes:
         if copy.kind != "post":
             row = state.conn.execute("SELECT body FROM outbox WHERE id = ?", (copy.id,)).fetchone()
-            return re.sub(rb"(?<!\r)\n", b"\r\n", row[0])
+            return crlf_lines(row[0])
         cached = state.bodies.get(copy.post)
         if cached is not None:
             return cached

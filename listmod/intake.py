@@ -9,6 +9,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
+from email._header_value_parser import get_addr_spec, get_angle_addr  # as aiosmtpd parses them
+from email.errors import HeaderParseError
+
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -135,7 +138,23 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
 
 
 class FastData:
-    """smtp_DATA as in aiosmtpd (checks, 354, size limit 552, handler hook), reading with read_data()."""
+    """smtp_DATA as in aiosmtpd (checks, 354, size limit 552, handler hook), reading with read_data(),
+    and aiosmtpd's address parsing without the typing.Protocol class it defines on every call."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        if not arg:
+            return "", ""
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
