@@ -153,7 +153,13 @@ class SmtpSink:
                 except smtplib.SMTPException:
                     self.close()
                     self.conn = self._connect()
-            refused = self.conn.sendmail(envelope_from, [c.recipient for c in copies], body)
+            self.conn.ehlo_or_helo_if_needed()
+            options, unsendable = self._options(envelope_from, copies, body)
+            if unsendable:
+                return unsendable + (self.deliver(sendable, body) if (sendable := [
+                    c for c in copies if c not in {u.copy for u in unsendable}]) else [])
+            refused = self.conn.sendmail(envelope_from, [c.recipient for c in copies], body,
+                                         mail_options=options)
         except smtplib.SMTPRecipientsRefused as err:
             return [_from_reply(c, *err.recipients.get(c.recipient, (451, b"refused"))) for c in copies]
         except smtplib.SMTPResponseException as err:
@@ -165,6 +171,24 @@ class SmtpSink:
                                        f"{self.outbound.port}: {err}") for c in copies]
         return [_from_reply(c, *refused[c.recipient]) if c.recipient in refused
                 else Outcome(c, "sent", "250") for c in copies]
+
+    def _options(self, envelope_from: str, copies: list[Copy],
+                 body: bytes) -> tuple[list[str], list[Outcome]]:
+        """SMTPUTF8 for UTF-8 addresses or raw UTF-8 headers, 8BITMIME for 8-bit bodies (RFC 6531,
+        RFC 6152), when the smarthost offers them; the copies that cannot be sent without them."""
+        assert self.conn is not None
+        options = []
+        utf8_addresses = not all(a.isascii() for a in [envelope_from, *(c.recipient for c in copies)])
+        if utf8_addresses or not body.isascii():
+            if self.conn.has_extn("smtputf8"):
+                options.append("SMTPUTF8")
+            elif utf8_addresses:
+                why = "5.6.7 the smarthost does not offer SMTPUTF8, which this internationalised address needs"
+                return [], [Outcome(c, "failed", why) for c in copies
+                             if not (c.recipient.isascii() and envelope_from.isascii())]
+            if self.conn.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+        return options, []
 
     def close(self) -> None:
         if self.conn is not None:

@@ -87,6 +87,7 @@ def parse(raw: bytes, envelope_sender: str = "") -> Post:
 
 def _parse(raw: bytes, digest: str, envelope: str) -> Post:
     problems: list[str] = []
+    size = len(raw)
     if b"\x00" in raw:
         problems.append("the message contains NUL bytes")
         raw = raw.replace(b"\x00", b"")
@@ -105,14 +106,14 @@ def _parse(raw: bytes, digest: str, envelope: str) -> Post:
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[Attachment] = []
-    for part in msg.walk():
+    for part in _parts(msg):
         for defect in part.defects:
             for kind, text in _SERIOUS_DEFECTS.items():
                 if isinstance(defect, kind) and text not in problems:
                     problems.append(text)
-        if part.is_multipart():
-            continue
         ctype = part.get_content_type()
+        if part.is_multipart() and not (ctype.startswith("message/") and part is not msg):
+            continue
         disposition_header = header_text(part.get("Content-Disposition"))
         disposition = disposition_header.split(";", 1)[0].strip().lower()
         could_be_named = "name" in disposition_header.lower() or "name" in str(part.get("Content-Type", "")).lower()
@@ -136,7 +137,7 @@ def _parse(raw: bytes, digest: str, envelope: str) -> Post:
         [header_text(v) for v in (msg.get_all("To") or []) + (msg.get_all("Cc") or [])]))
     message_id = _first_msgid(msg.get("Message-ID", ""))
     return Post(
-        raw_size=len(raw),
+        raw_size=size,
         sha256=digest,
         envelope_sender=envelope,
         from_address=from_address,
@@ -153,6 +154,15 @@ def _parse(raw: bytes, digest: str, envelope: str) -> Post:
         content_type=msg.get_content_type(),
         problems=tuple(problems),
     )
+
+
+def _parts(msg: Message):
+    """Like Message.walk(), but an attached message is one part: its insides are not our body."""
+    yield msg
+    if msg.is_multipart() and msg.get_content_maintype() != "message":
+        for sub in msg.get_payload():
+            if isinstance(sub, Message):
+                yield from _parts(sub)
 
 
 def count_links(text: str) -> int:
@@ -193,8 +203,13 @@ def header_text(value: object) -> str:
     """A header value as readable text: encoded-words decoded, raw 8-bit read as UTF-8."""
     if value is None:
         return ""
-    if isinstance(value, email.header.Header):
-        value = str(value)
+    if isinstance(value, email.header.Header):  # compat32 hands raw 8-bit headers over like this
+        try:
+            text = "".join(_decode(chunk, charset) if isinstance(chunk, bytes) else chunk
+                           for chunk, charset in email.header.decode_header(value))
+        except Exception:
+            text = str(value)
+        return " ".join(text.split())
     text = str(value)
     if text.isascii():
         if "=?" not in text:
@@ -248,6 +263,11 @@ def _part_text(part: Message) -> str:
 
 
 def _payload_size(part: Message) -> int:
+    if part.is_multipart():  # an attached message
+        try:
+            return sum(len(m.as_bytes()) for m in part.get_payload() if isinstance(m, Message))
+        except Exception:
+            return 0
     try:
         payload = part.get_payload(decode=True)
     except Exception:

@@ -104,7 +104,7 @@ class Sink:
 def sink():
     handler = SinkHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port)  # offers SMTPUTF8
     controller.start()
     try:
         yield Sink(handler, port, controller)

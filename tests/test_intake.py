@@ -168,3 +168,17 @@ def test_bad_input_never_stops_the_daemon(sink, make_daemon):
     assert d.proc.poll() is None
     assert count(d, "messages") == len(nasty)
     assert count(d, "audit") == len(nasty)
+
+
+def test_smtputf8_senders_and_raw_utf8_headers_are_received(sink, make_daemon):
+    d = make_daemon(sink, members=MEMBERS + ["zoë@exämple.org"])
+    raw = ("From: Zoë <zoë@exämple.org>\r\nTo: dev@example.org\r\nSubject: Grüße aus Köln\r\n"
+           "Message-ID: <utf8@test>\r\n\r\nHallo!\r\n").encode()
+    with d.smtp() as s:
+        s.ehlo()
+        assert s.has_extn("smtputf8")
+        s.sendmail("zoë@exämple.org", [LIST], raw, mail_options=["SMTPUTF8"])
+    wait_until(lambda: len(sink.copies_for("<utf8@test>")) == len(MEMBERS) + 1, what="delivery")
+    record = d.cli_json("audit")[0]
+    assert (record["sender"], record["action"]) == ("zoë@exämple.org", "accept")
+    assert d.cli_json("members", "list", LIST)[-1]["address"] == "zoë@exämple.org"

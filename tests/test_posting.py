@@ -133,3 +133,22 @@ def test_smarthost_4xx_is_retried_and_5xx_is_recorded_as_failed(sink, make_daemo
     assert final["alice@example.org"].startswith("sent 1")
     assert final["bob@example.org"].startswith("sent 3")
     assert final["carol@example.net"] == "failed 1 550 5.1.1 no such user"
+
+
+def test_a_utf8_address_fails_clearly_when_the_smarthost_lacks_smtputf8(make_daemon):
+    from aiosmtpd.controller import Controller
+
+    from conftest import Sink, SinkHandler, free_port
+    handler, port = SinkHandler(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        d = make_daemon(Sink(handler, port, controller), members=["alice@example.org", "zoë@exämple.org"])
+        d.send("alice@example.org", LIST, post_bytes(message_id="<u8@test>"))
+        wait_until(lambda: [r for r, _ in handler.copies()] == ["alice@example.org"], what="alice's copy")
+        row = wait_until(lambda: d.db().execute(
+            "SELECT state, last_error FROM outbox WHERE recipient = 'zoë@exämple.org' AND state = 'failed'"
+        ).fetchone(), what="the failure to be recorded")
+        assert "does not offer SMTPUTF8" in row[1]
+    finally:
+        controller.stop()
