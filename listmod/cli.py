@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import audit as audit_trail
@@ -159,6 +160,73 @@ def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_trust(args: argparse.Namespace, config: Config) -> int:
+    mlist = _list(config, args.list)
+    store = _open_store(config)
+    try:
+        addresses = [normalize_address(a) for a in args.addresses]
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    with store.transaction() as conn:
+        for address in addresses:
+            if args.level == "none":
+                conn.execute("DELETE FROM standing WHERE list = ? AND address = ?", (mlist.address, address))
+            else:
+                conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) "
+                             "VALUES (?, ?, ?, 'admin', ?)", (mlist.address, address, args.level, time.time()))
+            print(f"{address}: {args.level} on {mlist.address}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, config: Config) -> int:
+    from .explain import explain, explanation_text
+    mlist = _list(config, args.list)
+    rules = load_rules(Path(args.rules)) if args.rules else load_rules(config.server.rules_dir)
+    try:
+        raw = Path(args.message).read_bytes() if args.message != "-" else sys.stdin.buffer.read()
+    except OSError as err:
+        raise CommandError(f"cannot read {args.message}: {err.strerror}") from None
+    store = _open_store(config)
+    conn = store.connect()
+    sender = normalize_address(args.sender) if args.sender else None
+    result = explain(conn, raw, mlist, config, rules, sender)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(explanation_text(result))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    from .explain import replay
+    rules = load_rules(Path(args.rules))
+    store = _open_store(config)
+    conn = store.connect()
+    since = time.time() - parse_duration(args.since) if args.since else None
+    list_address = _list(config, args.list).address if args.list else None
+    result = replay(conn, config, rules, since=since, list_address=list_address)
+    for c in result.changes:
+        if args.json:
+            _print_json({"post": c.post, "list": c.list, "sender": c.sender, "subject": c.subject,
+                         "received_at": c.at, "old": {"action": c.old_action, "rule": c.old_rule,
+                                                      "reason": c.old_reason},
+                         "new": {"action": c.new.action, "rule": c.new.rule_id, "source": c.new.source,
+                                 "reason": c.new.reason, "evidence": c.new.evidence}})
+        else:
+            print(f"post {c.post}  {_when(c.at)}  {c.list}  {c.sender or '<>'}  {c.subject or '(no subject)'}\n"
+                  f"    was: {c.old_action:<8} {c.old_rule or '-'}: {c.old_reason}\n"
+                  f"    now: {c.new.action:<8} {c.new.rule_id} ({c.new.source}): {c.new.reason}")
+    if args.json:
+        _print_json({"judged": result.judged, "changed": len(result.changes),
+                     "transitions": result.transitions, "ruleset": rules.digest})
+    else:
+        print(f"{result.judged} post(s) judged again with {args.rules} (rule set {rules.digest[:12]}); "
+              f"{len(result.changes)} would change")
+        for transition, n in result.transitions.items():
+            print(f"  {transition}: {n}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
@@ -192,6 +260,23 @@ def _parser() -> argparse.ArgumentParser:
         p = add(name, func, what)
         p.add_argument("id", help="the held post's id, as `listmod queue` shows it")
         p.add_argument("--reason", required=True, help="why; recorded, and sent to the poster on reject")
+    p = add("trust", cmd_trust, "set a sender's standing on a list (the sender.trust field)")
+    p.add_argument("list", help="the list's address")
+    p.add_argument("addresses", nargs="+", metavar="ADDR")
+    p.add_argument("--level", choices=["trusted", "banned", "none"], default="trusted")
+    p = add("explain", cmd_explain, "show every rule considered for a message and the decision; "
+                                    "changes nothing")
+    p.add_argument("message", help="the message file (.eml), or - for standard input")
+    p.add_argument("--list", required=True, help="the list it is sent to")
+    p.add_argument("--sender", help="the envelope sender (default: the From address)")
+    p.add_argument("--rules", help="judge with the rules in this directory instead")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = add("replay", cmd_replay, "judge stored posts again with another rule set and show what would "
+                                  "change; changes nothing")
+    p.add_argument("--rules", required=True, help="the directory of the rule set to try")
+    p.add_argument("--since", help="only posts newer than this, e.g. 30d")
+    p.add_argument("--list", help="only this list")
+    p.add_argument("--json", action="store_true", help="one JSON object per changed post, then a summary")
     p = add("audit", cmd_audit, "show the audit trail, or `audit verify` the hash chain")
     p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
     p.add_argument("--since", help="only records newer than this, e.g. 1h, 7d")

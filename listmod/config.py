@@ -32,6 +32,9 @@ class ServerConfig:
     state_dir: Path = Path("var")
     rules_dir: Path = Path("rules")
     commit_timeout: float = 5.0
+    authserv_id: str = ""          # whose Authentication-Results the auth.* fields trust
+    spam_score_header: str = ""    # e.g. "X-Spam-Score", written by the MTA's filter
+    reload_every: float = 1.0      # how often rules_dir is checked for changes
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ListConfig:
     default_member_action: str = "accept"
     default_nonmember_action: str = "hold"
     deliver: str = "members"
+    escalation_contact: str = ""
 
     @property
     def local_part(self) -> str:
@@ -269,11 +273,11 @@ def _action(value: Any) -> str:
 
 
 SERVER_KEYS = ("smtp", "lmtp", "hostname", "max_message_size", "state_dir", "rules_dir",
-               "commit_timeout")
+               "commit_timeout", "authserv_id", "spam_score_header", "reload_every")
 OUTBOUND_KEYS = ("host", "port", "starttls", "username", "password_file", "connections",
                  "batch_recipients", "retry_after", "retry_max", "give_up_after", "timeout")
 LIST_KEYS = ("address", "moderators", "owner", "default_member_action",
-             "default_nonmember_action", "deliver")
+             "default_nonmember_action", "deliver", "escalation_contact")
 TOP_KEYS = ("server", "outbound", "list")
 
 
@@ -302,6 +306,9 @@ def read_config(path: Path) -> Config:
         state_dir=r.get("server", 0, s, "state_dir", base / "var", rel, "a directory path"),
         rules_dir=r.get("server", 0, s, "rules_dir", base / "rules", rel, "a directory path"),
         commit_timeout=r.get("server", 0, s, "commit_timeout", d.commit_timeout, parse_duration, "a duration such as 5s"),
+        authserv_id=r.get("server", 0, s, "authserv_id", "", _string, "the host name your MTA writes in Authentication-Results"),
+        spam_score_header=r.get("server", 0, s, "spam_score_header", "", _string, 'a header name such as "X-Spam-Score"'),
+        reload_every=r.get("server", 0, s, "reload_every", d.reload_every, parse_duration, "a duration such as 1s"),
     )
     if server.smtp is None and server.lmtp is None and "server" in data:
         r.problem("server", 0, ("smtp",), "neither smtp nor lmtp is set; listmod would receive no mail")
@@ -358,6 +365,7 @@ def read_config(path: Path) -> Config:
             default_member_action=r.get("list", i, item, "default_member_action", ld.default_member_action, _action, '"accept", "hold", "reject" or "discard"'),
             default_nonmember_action=r.get("list", i, item, "default_nonmember_action", ld.default_nonmember_action, _action, '"accept", "hold", "reject" or "discard"'),
             deliver=r.get("list", i, item, "deliver", ld.deliver, _deliver, '"members" or "relay:ADDRESS"'),
+            escalation_contact=r.get("list", i, item, "escalation_contact", "", normalize_address, "a mail address"),
         ))
     if not lists and not r.problems:
         r.problem("", 0, (), "no [[list]] is configured; add one with at least address = \"name@example.org\"")

@@ -12,8 +12,12 @@ from typing import Callable
 from .config import DEMO_MEMBERS, Config
 from .delivery import Outbox
 from .intake import IntakeHandler, ListmodLMTP, ListmodSMTP
+from .notices import rules_refused_notice
+from .posts import enqueue_notice
+from .rulebook import RuleBook
 from .rules import RuleSet
 from .store import GroupWriter, Store, load_or_create_secret
+from .tomlfile import ConfigError
 
 log = logging.getLogger("listmod.daemon")
 
@@ -82,10 +86,21 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     writer.start()
     reader = store.connect()
     outbox = Outbox(config, store, writer)
-    current_rules = rules
+
+    def refused(err: ConfigError) -> None:
+        """A broken rule set: every list's owner hears of it, once per broken version."""
+        def notify(conn):
+            at = time.time()
+            for mlist in config.lists:
+                if mlist.owner:
+                    enqueue_notice(conn, None, mlist, mlist.owner, rules_refused_notice(
+                        mlist, err.problems, book.current.digest, config.server.hostname), at)
+        writer.submit(notify).add_done_callback(lambda f: outbox.wake())
+
+    book = RuleBook(config.server.rules_dir, rules, on_refused=refused)
 
     def factory(lmtp: bool):
-        handler = IntakeHandler(config, lambda: current_rules, writer, reader, secret,
+        handler = IntakeHandler(config, book, writer, reader, secret,
                                 on_accepted=outbox.wake, lmtp=lmtp)
         cls = ListmodLMTP if lmtp else ListmodSMTP
         return lambda: cls(handler, hostname=config.server.hostname,
@@ -98,6 +113,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
             if endpoint is not None:
                 servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
         outbox_task = asyncio.create_task(outbox.run(stopping))
+        watch_task = asyncio.create_task(book.watch(stopping, config.server.reload_every))
         announce(banner(config, demo))
         await stopping.wait()
         log.info("stopping: no new connections; finishing the messages in progress")
@@ -109,6 +125,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
             except asyncio.TimeoutError:
                 pass
         await outbox_task
+        await watch_task
     finally:
         for server in servers:
             server.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Callable
@@ -16,9 +17,10 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .config import Config, ListConfig
-from .message import parse
+from .context import build_context, context_json, thread_key
+from .message import Post, parse
 from .posts import Judged, PostRecord, record_intake
-from .rules import Context, Decision, RuleSet, decide
+from .rules import Decision, RuleSet, decide
 from .store import GroupWriter, StoreError
 
 log = logging.getLogger("listmod.intake")
@@ -218,21 +220,12 @@ class IntakeHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
-    def _is_member(self, mlist: ListConfig, *addresses: str) -> bool:
-        wanted = [a for a in addresses if a]
-        if not wanted:
-            return False
-        marks = ",".join("?" * len(wanted))
-        row = self.reader.execute(
-            f"SELECT 1 FROM members WHERE list = ? AND address IN ({marks}) LIMIT 1",
-            (mlist.address, *wanted)).fetchone()
-        return row is not None
-
-    def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]):
+    def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> tuple[Post, list[Judged]]:
         post = parse(raw, mail_from)
-        ruleset = self.rules()
+        ruleset = self.rules()  # one complete rule set judges the whole message, even mid-reload
         judged: list[Judged] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
+        now = time.time()
         for address in rcpt_tos:
             target = self.directory.lookup(address)
             if target is None or (target.mlist.address, target.role) in seen:
@@ -242,15 +235,8 @@ class IntakeHandler:
             if target.role == "bounces":
                 judged.append(Judged(mlist, bounce_report_decision(ruleset)))
                 continue
-            ctx = Context(
-                list_address=mlist.address,
-                list_id=mlist.list_id,
-                sender_is_member=self._is_member(mlist, post.sender),
-                sender_is_moderator=post.sender in mlist.moderators,
-                default_member_action=mlist.default_member_action,
-                default_nonmember_action=mlist.default_nonmember_action,
-            )
-            judged.append(Judged(mlist, decide(post, ctx, ruleset)))
+            ctx = build_context(self.reader, post, mlist, self.config, ruleset, now)
+            judged.append(Judged(mlist, decide(post, ctx, ruleset), context_json(ctx), thread_key(post)))
         return post, judged
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -263,7 +249,8 @@ class IntakeHandler:
             peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
             future = self.writer.submit(lambda conn: record_intake(
                 conn, self.secret, raw=raw, envelope_from=mail_from,
-                rcpt_tos=list(envelope.rcpt_tos), peer=peer, post=post, judged=judged))
+                rcpt_tos=list(envelope.rcpt_tos), peer=peer, post=post, judged=judged,
+                hostname=self.config.server.hostname))
             records = await asyncio.wrap_future(future)
         except StoreError as err:
             log.error("could not commit a message from %s: %s", mail_from or "<>", err)

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import ListConfig
+    from .message import Post
     from .posts import PostRecord
+    from .rules import Decision
 
 
 def rejection_notice(mlist: "ListConfig", post: "PostRecord", reason: str, hostname: str) -> bytes:
@@ -36,4 +38,42 @@ def rejection_notice(mlist: "ListConfig", post: "PostRecord", reason: str, hostn
         f"Reason given:\n\n{textwrap.indent(wrapped, '    ')}\n\n"
         f"Nothing was sent to the list. If you think this was a mistake, reply to this\n"
         f"message to reach the list owner{f' ({mlist.owner})' if mlist.owner else ''}.\n")
+    return msg.as_bytes()
+
+
+def escalation_notice(mlist: "ListConfig", post: "Post", short_id: str, decision: "Decision",
+                      hostname: str) -> bytes:
+    """Tell the list's escalation contact at once that a rule flagged a post for them."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.owner_alias))
+    msg["To"] = mlist.escalation_contact
+    msg["Subject"] = f"[escalated {short_id}] {mlist.address}: {post.subject or '(no subject)'}"
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid("escalation", domain=hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Loop"] = mlist.address
+    msg.set_content(
+        f"A post to {mlist.address} was escalated to you and is held until someone decides.\n\n"
+        f"Held as:  {short_id}\nFrom:     {post.sender or '<>'}\nSubject:  {post.subject or '(no subject)'}\n"
+        f"Rule:     {decision.rule_id} ({decision.source})\nEvidence: {decision.evidence}\n\n"
+        f"Reason:\n\n{textwrap.indent(textwrap.fill(decision.reason, 72), '    ')}\n\n"
+        f"Decide with: listmod approve {short_id} | listmod reject {short_id} --reason ...\n")
+    return msg.as_bytes()
+
+
+def rules_refused_notice(mlist: "ListConfig", problems: tuple[str, ...], in_force: str,
+                         hostname: str) -> bytes:
+    """Tell a list's owner that edited rules were refused, and what to fix."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = email.utils.formataddr(("listmod", mlist.owner_alias))
+    msg["To"] = mlist.owner
+    msg["Subject"] = f"listmod: the changed rules were refused ({len(problems)} problem(s))"
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid("rules", domain=hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(
+        "The rule files were changed, but the new set has errors, so it was not put in force.\n"
+        f"The last good rule set ({in_force[:12]}) still judges every post to {mlist.address}.\n\n"
+        "Fix these, and listmod picks the files up by itself:\n\n"
+        + "\n".join(f"  {p}" for p in problems) + "\n\n`listmod check` prints the same list.\n")
     return msg.as_bytes()

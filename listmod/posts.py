@@ -11,22 +11,25 @@ from dataclasses import dataclass
 from . import audit
 from .config import Config, ListConfig
 from .message import Post
-from .notices import rejection_notice
+from .notices import escalation_notice, rejection_notice
 from .rules import Decision
 
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
 SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
 # What a post's state is once each action has been taken.
-STATE_FOR_ACTION = {"accept": "accepted", "hold": "held", "reject": "rejected", "discard": "discarded"}
+STATE_FOR_ACTION = {"accept": "accepted", "hold": "held", "reject": "rejected", "discard": "discarded",
+                    "escalate": "held"}
 
 
 @dataclass(frozen=True)
 class Judged:
-    """One list's decision on an incoming message."""
+    """One list's decision on an incoming message, and the context it was made in."""
 
     mlist: ListConfig
     decision: Decision
+    context: str = ""   # JSON of the rules' Context, kept so that `replay` sees history as it was
+    thread: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _new_short_id(conn: sqlite3.Connection) -> str:
 
 def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelope_from: str,
                   rcpt_tos: list[str], peer: str, post: Post, judged: list[Judged],
-                  at: float | None = None) -> list[PostRecord]:
+                  at: float | None = None, hostname: str = "localhost") -> list[PostRecord]:
     """Store the message, each list's decision and its audit record; queue accepted copies.
 
     Runs inside the caller's transaction: all of it is committed together, or none of it.
@@ -84,19 +87,24 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         d = item.decision
         state = STATE_FOR_ACTION[d.action]
         short_id = _new_short_id(conn) if state == "held" else None
+        escalated = d.action == "escalate"
         post_id = conn.execute(
             "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
-            "evidence, ruleset, sender, subject, message_id, created_at, decided_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
+            "escalated, tags, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
-             None if state == "held" else at)).lastrowid
+             None if state == "held" else at, item.thread, int(escalated), " ".join(d.tags),
+             item.context)).lastrowid
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == "accepted":
             enqueue_copies(conn, post_id, item.mlist, at)
+        if escalated and item.mlist.escalation_contact:
+            enqueue_notice(conn, post_id, item.mlist, item.mlist.escalation_contact,
+                           escalation_notice(item.mlist, post, short_id or "", d, hostname), at)
         records.append(PostRecord(post_id, item.mlist.address, short_id, state, d.action,
                                   d.rule_id, d.source, d.actor, d.reason, post.sender,
                                   post.subject, post.message_id, at,

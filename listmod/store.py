@@ -17,7 +17,7 @@ import sqlite_utils
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -64,8 +64,13 @@ def _schema(db: sqlite_utils.Database) -> None:
         "body": bytes, "state": str, "attempts": int, "next_attempt": float, "last_error": str,
         "created_at": float, "done_at": float,
     }, pk="id", if_not_exists=True)
+    for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str)):
+        if column not in db["posts"].columns_dict:  # version 1 stores had no such column
+            db["posts"].add_column(column, kind)
     db["members"].create({"list": str, "address": str, "added_at": float},
                          pk=("list", "address"), if_not_exists=True)
+    db["standing"].create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
+                          pk=("list", "address"), if_not_exists=True)
     db["people"].create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
     db["audit"].create({
         "seq": int, "time": float, "list": str, "post": int, "message_id": str, "sha256": str,
@@ -75,6 +80,8 @@ def _schema(db: sqlite_utils.Database) -> None:
     db["posts"].create_index(["short_id"], unique=True, if_not_exists=True)
     db["posts"].create_index(["state", "list"], if_not_exists=True)
     db["posts"].create_index(["message"], if_not_exists=True)
+    db["posts"].create_index(["list", "sender", "created_at"], if_not_exists=True)
+    db["posts"].create_index(["list", "thread", "created_at"], if_not_exists=True)
     db["outbox"].create_index(["state", "next_attempt"], if_not_exists=True)
     db["outbox"].create_index(["post"], if_not_exists=True)
     db["audit"].create_index(["post"], if_not_exists=True)

@@ -115,6 +115,14 @@ def sink():
 RULES_DIR = ROOT / "rules"
 
 
+def load_test_rules(tmp: Path) -> Path:
+    """The starter rules without 50-newcomers.toml, whose flood rule would (rightly) hold the posts
+    of a load generator that sends hundreds of posts an hour from a few addresses."""
+    target = tmp / "load-rules"
+    shutil.copytree(RULES_DIR, target, ignore=shutil.ignore_patterns("50-newcomers.toml"))
+    return target
+
+
 @dataclass
 class Daemon:
     """A listmod process with its own config, state dir and ports."""

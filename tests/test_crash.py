@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import LIST, MEMBERS, post_bytes, wait_until
+from conftest import LIST, MEMBERS, load_test_rules, post_bytes, wait_until
 
 POSTS = 2000
 CLIENTS = 8
@@ -52,8 +52,9 @@ class Client(threading.Thread):
 
 
 @pytest.mark.slow
-def test_kill_9_under_load_loses_nothing_that_got_250_and_delivers_each_post_once(sink, make_daemon):
-    d = make_daemon(sink)
+def test_kill_9_under_load_loses_nothing_that_got_250_and_delivers_each_post_once(sink, make_daemon,
+                                                                                 tmp_path):
+    d = make_daemon(sink, rules_dir=load_test_rules(tmp_path))
     acked, unknown, lock = set(), set(), threading.Lock()
     clients = [Client(n, d, acked, unknown, lock) for n in range(CLIENTS)]
     for c in clients:

@@ -70,16 +70,32 @@ def render_reason(reason: str, post: Post, ctx: Context, evidence: str) -> str:
     return _TEMPLATE.sub(lambda m: values[m.group(1)], reason)
 
 
+def _exempt(rule_exempt: tuple[str, ...], ctx: Context) -> str:
+    if "moderators" in rule_exempt and ctx.sender_is_moderator:
+        return "the sender is a moderator"
+    if "trusted" in rule_exempt and ctx.sender_trust == "trusted":
+        return "the sender is trusted"
+    if "members" in rule_exempt and ctx.sender_is_member:
+        return "the sender is a member"
+    return ""
+
+
 def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
-    """Judge a post: built-in checks, then the rules in order (first terminal match decides),
-    then the list's default for members or non-members. No I/O; the trace shows every rule."""
+    """Judge a post: built-in checks, then the rules in order (first terminal match decides; `tag`
+    rules are recorded and evaluation goes on), then the list's default for members or non-members.
+    No I/O; the trace shows every rule considered."""
     built = _builtin(post, ctx)
     if built is not None:
         return replace(built, ruleset=ruleset.digest)
-    facts = Facts(post, ctx)
+    facts = Facts(post, ctx, ruleset.scanners)
     trace: list[RuleOutcome] = []
+    tags: list[str] = []
     for rule in ruleset.rules:
         if not rule.applies_to(ctx.list_address):
+            continue
+        exempt = _exempt(rule.exempt, ctx) if rule.exempt else ""
+        if exempt:
+            trace.append(RuleOutcome(rule.id, rule.source, rule.action, False, f"exempt: {exempt}"))
             continue
         try:
             evidence = rule.condition(facts)
@@ -88,12 +104,15 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
                       "the post is held for a moderator.")
             trace.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
             return Decision("hold", reason, rule.id, rule.source, "rules", str(err),
-                            tuple(trace), ruleset.digest)
+                            tuple(trace), ruleset.digest, tuple(tags))
         trace.append(RuleOutcome(rule.id, rule.source, rule.action, evidence is not None,
                                  evidence or ""))
-        if evidence is not None and rule.action in TERMINAL_ACTIONS:
+        if evidence is None:
+            continue
+        if rule.action in TERMINAL_ACTIONS:
             return Decision(rule.action, render_reason(rule.reason, post, ctx, evidence), rule.id,
-                            rule.source, "rules", evidence, tuple(trace), ruleset.digest)
+                            rule.source, "rules", evidence, tuple(trace), ruleset.digest, tuple(tags))
+        tags.append(rule.id)
     if ctx.sender_is_member:
         action = ctx.default_member_action
         reason = {
@@ -103,7 +122,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
             "discard": f"{ctx.list_address} discards posts from members.",
         }[action]
         return Decision(action, reason, "default-member", "default", "default", "sender.member is true",
-                        tuple(trace), ruleset.digest)
+                        tuple(trace), ruleset.digest, tuple(tags))
     action = ctx.default_nonmember_action
     reason = {
         "accept": f"{ctx.list_address} accepts posts from non-members and no rule objected.",
@@ -112,4 +131,4 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
         "discard": f"{ctx.list_address} discards posts from non-members.",
     }[action]
     return Decision(action, reason, "default-nonmember", "default", "default", "sender.member is false",
-                    tuple(trace), ruleset.digest)
+                    tuple(trace), ruleset.digest, tuple(tags))

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import regex
 
 from ..tomlfile import ConfigError, Locator, did_you_mean, load, parse_size
-from .fields import FIELDS, Field, header_field
-from .model import ACTIONS, Condition, Facts, Rule, RuleSet, RuleTimeout
+from .fields import CHEAP, FIELDS, GROUPS, Field, header_field, text_values
+from .model import (ACTIONS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet,
+                    RuleTimeout)
+from .scan import Scanner, fold, required_literals
 
-RULE_KEYS = ("id", "action", "reason", "match")
+RULE_KEYS = ("id", "action", "reason", "match", "exempt")
 FILE_KEYS = ("lists", "rule")
-TEXT_TESTS = ("contains", "words", "regex", "equals", "starts_with", "ends_with", "case_sensitive")
+TEXT_TESTS = ("contains", "words", "words_file", "regex", "equals", "starts_with", "ends_with", "glob",
+              "case_sensitive")
 NUMBER_TESTS = ("lt", "le", "gt", "ge", "eq")
-COMBINERS = ("any", "not")
 REGEX_TIME_LIMIT = 0.05  # seconds a single regex may run on one message
+
+
+@dataclass
+class Cond:
+    fn: Condition
+    cost: int
+
+
+@dataclass
+class _Build:
+    """What one load collects across files: literals per field for the scanners, fields used."""
+
+    rules_dir: Path
+    literals: dict[str, set[str]] = field(default_factory=dict)
+    needs: set[str] = field(default_factory=set)
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def literal(self, field_name: str, text: str) -> None:
+        self.literals.setdefault(field_name, set()).add(text)
 
 
 class _Problems:
@@ -38,23 +61,42 @@ def load_rules(rules_dir: Path) -> RuleSet:
     problems: list[str] = []
     rules: list[Rule] = []
     seen_ids: dict[str, str] = {}
-    digest = hashlib.sha256()
+    build = _Build(rules_dir)
     files = sorted(rules_dir.glob("*.toml"))
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        build.digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         try:
             data, locator = load(path, shown_as=Path(rules_dir.name) / path.name)
         except ConfigError as err:
             problems.extend(err.problems)
             continue
-        rules.extend(_read_file(path, data, locator, seen_ids, problems))
+        rules.extend(_read_file(data, locator, seen_ids, problems, build))
+    problems.extend(_unreachable(rules))
     if problems:
         raise ConfigError(problems)
-    return RuleSet(rules=tuple(rules), files=tuple(str(p) for p in files), digest=digest.hexdigest())
+    scanners = {name: Scanner(lits) for name, lits in build.literals.items()}
+    return RuleSet(rules=tuple(rules), files=tuple(str(p) for p in files),
+                   digest=build.digest.hexdigest(), scanners=scanners, needs=frozenset(build.needs))
 
 
-def _read_file(path: Path, data: dict[str, Any], locator: Locator, seen_ids: dict[str, str],
-               problems: list[str]) -> list[Rule]:
+def _unreachable(rules: list[Rule]) -> list[str]:
+    """A rule after one that decides every post (for the same lists) can never match."""
+    problems = []
+    blockers: list[Rule] = []
+    for rule in rules:
+        for blocker in blockers:
+            if "*" in blocker.lists or ("*" not in rule.lists and set(rule.lists) <= set(blocker.lists)):
+                problems.append(f"{rule.source}: rule '{rule.id}' can never match: rule '{blocker.id}' "
+                                f"at {blocker.source} has no conditions and decides every post before "
+                                "it; add conditions to that rule or move this one above it")
+                break
+        if rule.always and rule.action in TERMINAL_ACTIONS and not rule.exempt:
+            blockers.append(rule)
+    return problems
+
+
+def _read_file(data: dict[str, Any], locator: Locator, seen_ids: dict[str, str],
+               problems: list[str], build: _Build) -> list[Rule]:
     for key in data:
         if key not in FILE_KEYS:
             problems.append(f"{locator.where('', 0, (key,))}: '{key}' is not a rule-file key"
@@ -63,7 +105,7 @@ def _read_file(path: Path, data: dict[str, Any], locator: Locator, seen_ids: dic
     lists: tuple[str, ...] = ("*",)
     if "lists" in data:
         value = data["lists"]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             problems.append(f"{locator.where('', 0, ('lists',))}: lists must be a list of list "
                             'addresses, e.g. lists = ["dev@example.org"], or ["*"] for all')
         else:
@@ -75,7 +117,7 @@ def _read_file(path: Path, data: dict[str, Any], locator: Locator, seen_ids: dic
     compiled = []
     for index, raw in enumerate(raw_rules):
         p = _Problems(locator, index)
-        rule = _read_rule(raw, p, lists)
+        rule = _read_rule(raw, p, lists, build)
         if rule is not None:
             if rule.id in seen_ids:
                 p.add(("id",), f"rule id '{rule.id}' is already used at {seen_ids[rule.id]}; "
@@ -88,7 +130,7 @@ def _read_file(path: Path, data: dict[str, Any], locator: Locator, seen_ids: dic
     return compiled
 
 
-def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...]) -> Optional[Rule]:
+def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...], build: _Build) -> Optional[Rule]:
     for key in raw:
         if key not in RULE_KEYS:
             p.add((key,), f"'{key}' is not a rule key{did_you_mean(key, RULE_KEYS)}; "
@@ -108,20 +150,27 @@ def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...]) -> Opt
         p.add(("reason",) if "reason" in raw else (),
               "the rule has no reason; add reason = \"...\" in words the poster will understand "
               "(it is what the poster, the moderators and the audit trail see)")
+    exempt = raw.get("exempt", [])
+    if not isinstance(exempt, list) or not all(e in EXEMPTIONS for e in exempt):
+        bad = [e for e in exempt if e not in EXEMPTIONS] if isinstance(exempt, list) else [exempt]
+        p.add(("exempt",), f"exempt takes a list of: {', '.join(EXEMPTIONS)}; "
+              f"{', '.join(repr(b) for b in bad)} is not one{did_you_mean(str(bad[0]), EXEMPTIONS) if bad else ''}")
+        exempt = []
     match = raw.get("match", {})
     if not isinstance(match, dict):
         p.add(("match",), "match must be a table of conditions, e.g. match.subject.contains = \"x\"")
         match = {}
-    condition = _compile_match(match, ("match",), p)
+    condition = _compile_match(match, ("match",), p, build)
     if p.found:
         return None
     return Rule(id=rule_id, action=str(action), reason=str(reason).strip(),
-                source=p.locator.where("rule", p.index), condition=condition, lists=lists)
+                source=p.locator.where("rule", p.index), condition=condition.fn, lists=lists,
+                exempt=tuple(exempt), always=not match)
 
 
-def _compile_match(table: dict[str, Any], at: tuple[str, ...], p: _Problems) -> Condition:
-    """All conditions in the table must hold; an empty table always holds."""
-    parts: list[Condition] = []
+def _compile_match(table: dict[str, Any], at: tuple[str, ...], p: _Problems, build: _Build) -> Cond:
+    """All conditions in the table must hold (cheapest first); an empty table always holds."""
+    parts: list[Cond] = []
     for key, value in table.items():
         where = at + (key,)
         if key == "any":
@@ -129,87 +178,92 @@ def _compile_match(table: dict[str, Any], at: tuple[str, ...], p: _Problems) -> 
                 p.add(where, "any must be a list of condition tables, e.g. "
                       'any = [{ subject.contains = "a" }, { body.contains = "b" }]')
                 continue
-            parts.append(_any([_compile_match(v, where, p) for v in value]))
+            parts.append(_any([_compile_match(v, where, p, build) for v in value]))
         elif key == "not":
             if not isinstance(value, dict) or not value:
                 p.add(where, 'not must be a condition table, e.g. not = { from.ends_with = "@example.org" }')
                 continue
-            parts.append(_not(_compile_match(value, where, p)))
+            parts.append(_not(_compile_match(value, where, p, build)))
         elif key == "header":
             if not isinstance(value, dict) or not value:
                 p.add(where, 'header takes a header name, e.g. header."X-Mailer".contains = "bulk"')
                 continue
             for name, tests in value.items():
-                parts.extend(_compile_field(header_field(name), tests, where + (name,), p))
-        elif key in FIELDS or any(f.startswith(key + ".") for f in FIELDS):
-            parts.extend(_compile_field_or_group(key, value, where, p))
+                parts.extend(_compile_field(header_field(name), tests, where + (name,), p, build))
+        elif key in FIELDS or key in GROUPS:
+            parts.extend(_compile_field_or_group(key, value, where, p, build))
         else:
             choices = list(FIELDS) + ["header", "any", "not"]
-            p.add(where, f"'{key}' is not a field{did_you_mean(key, choices)}; "
+            p.add(where, f"'{key}' is not a field{did_you_mean(key, choices + GROUPS)}; "
                   f"fields are: {', '.join(choices)}")
     return _all(parts)
 
 
-def _compile_field_or_group(key: str, value: Any, at: tuple[str, ...], p: _Problems) -> list[Condition]:
-    """'sender' is both a text field and the group of sender.member, sender.moderator, ..."""
+def _compile_field_or_group(key: str, value: Any, at: tuple[str, ...], p: _Problems,
+                            build: _Build) -> list[Cond]:
+    """'sender' is both a text field and the group of sender.member, sender.trust, ..."""
+    subs = [f for f in FIELDS if f.startswith(key + ".")]
     if not isinstance(value, dict):
         if key in FIELDS:
-            return _compile_field(FIELDS[key], value, at, p)
-        p.add(at, f"'{key}' is a group of fields; write e.g. match.{key}."
-              f"{next(f for f in FIELDS if f.startswith(key + '.')).split('.', 1)[1]} = true")
+            return _compile_field(FIELDS[key], value, at, p, build)
+        p.add(at, f"'{key}' is a group of fields; write e.g. match.{subs[0]} = ...; "
+              f"its fields are: {', '.join(subs)}")
         return []
     tests: dict[str, Any] = {}
-    parts: list[Condition] = []
+    parts: list[Cond] = []
     for sub, subvalue in value.items():
         name = f"{key}.{sub}"
         if name in FIELDS:
-            parts.extend(_compile_field(FIELDS[name], subvalue, at + (sub,), p))
+            parts.extend(_compile_field(FIELDS[name], subvalue, at + (sub,), p, build))
         else:
             tests[sub] = subvalue
     if tests:
         if key in FIELDS:
-            parts.extend(_compile_field(FIELDS[key], tests, at, p))
+            parts.extend(_compile_field(FIELDS[key], tests, at, p, build))
         else:
-            subs = [f for f in FIELDS if f.startswith(key + ".")]
             for sub in tests:
                 p.add(at + (sub,), f"'{key}.{sub}' is not a field{did_you_mean(key + '.' + sub, subs)}; "
                       f"expected one of: {', '.join(subs)}")
     return parts
 
 
-def _compile_field(field: Field, tests: Any, at: tuple[str, ...], p: _Problems) -> list[Condition]:
+def _compile_field(field: Field, tests: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> list[Cond]:
+    build.needs.add(field.name)
     if field.kind == "bool":
         if isinstance(tests, dict) and set(tests) == {"equals"}:
             tests = tests["equals"]
         if not isinstance(tests, bool):
             p.add(at, f"{field.name} is true or false; write match.{field.name} = true (or false)")
             return []
-        return [_bool_condition(field, tests)]
+        return [Cond(_bool_condition(field, tests), CHEAP)]
+    if field.kind in ("text", "texts") and (isinstance(tests, str) or (
+            isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests))):
+        tests = {"equals": tests}  # match.sender.trust = "trusted" means equals
     if not isinstance(tests, dict) or not tests:
         example = 'contains = "text"' if field.kind in ("text", "texts") else "gt = 10"
         p.add(at, f"{field.name} needs a test, e.g. match.{field.name}.{example}")
         return []
-    allowed = TEXT_TESTS if field.kind in ("text", "texts") else NUMBER_TESTS
-    conditions = []
+    is_text = field.kind in ("text", "texts")
+    allowed = TEXT_TESTS if is_text else NUMBER_TESTS
     case_sensitive = tests.get("case_sensitive", False)
     if not isinstance(case_sensitive, bool):
         p.add(at + ("case_sensitive",), "case_sensitive is true or false")
         case_sensitive = False
+    conditions = []
     for test, operand in tests.items():
         if test == "case_sensitive":
-            if field.kind not in ("text", "texts"):
+            if not is_text:
                 p.add(at + (test,), f"case_sensitive applies to text fields, not to {field.name}")
             continue
         if test not in allowed:
-            hint = "text tests" if field.kind in ("text", "texts") else "number tests"
+            hint = "text tests" if is_text else "number tests"
             p.add(at + (test,), f"'{test}' is not a test for {field.name}{did_you_mean(test, allowed)}; "
                   f"{hint} are: {', '.join(allowed)}")
             continue
-        made = (_text_test(field, test, operand, case_sensitive, at + (test,), p)
-                if field.kind in ("text", "texts")
+        made = (_text_test(field, test, operand, case_sensitive, at + (test,), p, build) if is_text
                 else _number_test(field, test, operand, at + (test,), p))
         if made is not None:
-            conditions.append(made)
+            conditions.append(Cond(made, field.cost))
     return conditions
 
 
@@ -221,64 +275,129 @@ def _strings(operand: Any) -> Optional[tuple[str, ...]]:
     return None
 
 
-def _values(field: Field, facts: Facts) -> tuple[str, ...]:
-    value = field.read(facts)
-    return value if isinstance(value, tuple) else (str(value),)
+def _words_file(name: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> Optional[tuple[str, ...]]:
+    if not isinstance(name, str) or not name.strip():
+        p.add(at, 'words_file takes a file name beside the rules, e.g. words_file = "slurs.txt"')
+        return None
+    root = build.rules_dir.resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        p.add(at, f"words_file {name!r} is outside the rules directory; put the word list in "
+              f"{build.rules_dir} and name it without a path")
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        p.add(at, f"words_file {name!r} does not exist in {build.rules_dir}; create it with one word "
+              "or phrase per line")
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        p.add(at, f"words_file {name!r} cannot be read ({err}); save it as UTF-8 text")
+        return None
+    build.digest.update(b"words_file\0" + name.encode() + b"\0" + text.encode() + b"\0")
+    words = tuple(line.strip() for line in text.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#"))
+    if not words:
+        p.add(at, f"words_file {name!r} has no words; one word or phrase per line, # for comments")
+        return None
+    return words
 
 
 def _text_test(field: Field, test: str, operand: Any, case_sensitive: bool, at: tuple[str, ...],
-               p: _Problems) -> Optional[Condition]:
-    wanted = _strings(operand)
-    if wanted is None:
-        p.add(at, f"{field.name}.{test} takes a string or a list of strings")
-        return None
-    flags = 0 if case_sensitive else regex.IGNORECASE
+               p: _Problems, build: _Build) -> Optional[Condition]:
+    shown_test = test
+    if test == "words_file":
+        found = _words_file(operand, at, p, build)
+        if found is None:
+            return None
+        wanted, test = found, "words"
+    else:
+        wanted = _strings(operand)  # type: ignore[assignment]
+        if wanted is None:
+            if test == "equals" and operand == []:
+                wanted = ()
+            else:
+                p.add(at, f"{field.name}.{test} takes a string or a list of strings")
+                return None
+    name = field.name
     if test == "regex":
         patterns = []
+        flags = 0 if case_sensitive else regex.IGNORECASE
         for source in wanted:
             try:
-                patterns.append((source, regex.compile(source, flags | regex.VERSION0)))
+                compiled = regex.compile(source, flags | regex.VERSION0)
             except regex.error as err:
                 p.add(at, f"the regex {source!r} does not compile: {err}; "
                       "check brackets and escape special characters with \\")
+                continue
+            needed = required_literals(source)
+            for lit in needed or ():
+                build.literal(name, lit)
+            patterns.append((source, compiled, needed))
         return _regex_condition(field, patterns) if patterns else None
-    if test == "words":
-        words = [w for w in wanted if w.strip()]
-        pattern = regex.compile(r"(?<!\w)(?:" + "|".join(regex.escape(w.strip()) for w in words)
-                                + r")(?!\w)", flags)
-        return _regex_condition(field, [(f"words {', '.join(words)}", pattern)], label="word")
-    fold = (lambda s: s) if case_sensitive else str.casefold
-    folded = tuple(fold(w) for w in wanted)
+    if test in ("contains", "words") and not case_sensitive:
+        folded = [(w, fold(w.strip() if test == "words" else w)) for w in wanted if w.strip()]
+        for _original, lit in folded:
+            build.literal(name, lit)
+        return _scan_condition(field, folded, whole_words=test == "words", label=shown_test)
+    if test == "words":  # case-sensitive whole words
+        pattern = regex.compile(r"(?<!\w)(?:" + "|".join(regex.escape(w.strip()) for w in wanted)
+                                + r")(?!\w)")
+        return _regex_condition(field, [(f"words {', '.join(wanted)}", pattern, None)], label="word")
+    same = (lambda s: s) if case_sensitive else fold
+    folded_wanted = tuple(same(w) for w in wanted)
     compare = {
         "contains": lambda text, w: w in text,
         "equals": lambda text, w: text == w,
         "starts_with": lambda text, w: text.startswith(w),
         "ends_with": lambda text, w: text.endswith(w),
+        "glob": lambda text, w: fnmatch.fnmatchcase(text, w),
     }[test]
     words_for_test = test.replace("_", " ")
 
     def condition(facts: Facts) -> Optional[str]:
-        for value in _values(field, facts):
-            text = fold(value)
-            for original, w in zip(wanted, folded):
+        for value in text_values(field, facts):
+            text = same(value)
+            for original, w in zip(wanted, folded_wanted):
                 if compare(text, w):
                     return f"{field.name} {words_for_test} {original!r}"
         return None
     return condition
 
 
-def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Condition:
+def _scan_condition(field: Field, folded: list[tuple[str, str]], whole_words: bool, label: str) -> Condition:
+    name = field.name
+
     def condition(facts: Facts) -> Optional[str]:
-        for value in _values(field, facts):
-            for source, pattern in patterns:
+        scan = facts.scan(name, "\n".join(text_values(field, facts)))
+        if not scan.found:
+            return None
+        for original, lit in folded:
+            if (scan.whole_word(lit) if whole_words else scan.has(lit)):
+                return (f"{name} has the word {original.strip()!r}" if whole_words
+                        else f"{name} contains {original!r}")
+        return None
+    return condition
+
+
+def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Condition:
+    name = field.name
+
+    def condition(facts: Facts) -> Optional[str]:
+        for source, pattern, needed in patterns:
+            if needed is not None:
+                scan = facts.scan(name, "\n".join(text_values(field, facts)))
+                if not any(scan.has(lit) for lit in needed):
+                    continue  # the literal this regex cannot match without is absent
+            for value in text_values(field, facts):
                 try:
                     found = pattern.search(value, timeout=REGEX_TIME_LIMIT)
                 except TimeoutError:
-                    raise RuleTimeout(f"{label} on {field.name} ran past {REGEX_TIME_LIMIT}s") from None
+                    raise RuleTimeout(f"{label} on {name} ran past {REGEX_TIME_LIMIT}s") from None
                 if found:
                     shown = found.group(0)[:80]
-                    return (f"{field.name} has the {label} {shown!r}" if label == "word"
-                            else f"{field.name} matches {source!r} at {shown!r}")
+                    return (f"{name} has the {label} {shown!r}" if label == "word"
+                            else f"{name} matches {source!r} at {shown!r}")
         return None
     return condition
 
@@ -286,7 +405,9 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
 def _number_test(field: Field, test: str, operand: Any, at: tuple[str, ...], p: _Problems) -> Optional[Condition]:
     try:
         if field.kind == "size":
-            limit = parse_size(operand)
+            limit: float = parse_size(operand)
+        elif field.kind == "score" and isinstance(operand, (int, float)) and not isinstance(operand, bool):
+            limit = float(operand)
         elif isinstance(operand, bool) or not isinstance(operand, int):
             raise ValueError(f"{field.name}.{test} takes a whole number")
         else:
@@ -303,16 +424,17 @@ def _number_test(field: Field, test: str, operand: Any, at: tuple[str, ...], p: 
 
     def condition(facts: Facts) -> Optional[str]:
         value = field.read(facts)
-        assert isinstance(value, int)
+        if value is None:
+            return None
         return f"{field.name} {show(value)} {symbol} {show(limit)}" if compare(value) else None
     return condition
 
 
-def _show_size(n: int) -> str:
+def _show_size(n: float) -> str:
     for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    return f"{int(n)} bytes"
 
 
 def _bool_condition(field: Field, wanted: bool) -> Condition:
@@ -321,32 +443,40 @@ def _bool_condition(field: Field, wanted: bool) -> Condition:
     return condition
 
 
-def _all(parts: list[Condition]) -> Condition:
+def _all(parts: list[Cond]) -> Cond:
+    if not parts:
+        return Cond(lambda facts: "always", CHEAP)
     if len(parts) == 1:
         return parts[0]
+    ordered = [c.fn for c in sorted(parts, key=lambda c: c.cost)]  # cheap fields first
 
     def condition(facts: Facts) -> Optional[str]:
         evidence = []
-        for part in parts:
+        for part in ordered:
             found = part(facts)
             if found is None:
                 return None
             evidence.append(found)
-        return "; ".join(evidence) if evidence else "always"
-    return condition
+        return "; ".join(evidence)
+    return Cond(condition, max(c.cost for c in parts))
 
 
-def _any(options: list[Condition]) -> Condition:
+def _any(options: list[Cond]) -> Cond:
+    fns = [c.fn for c in options]
+
     def condition(facts: Facts) -> Optional[str]:
-        for option in options:
+        for option in fns:
             found = option(facts)
             if found is not None:
                 return found
         return None
-    return condition
+    return Cond(condition, max((c.cost for c in options), default=CHEAP))
 
 
-def _not(inner: Condition) -> Condition:
+def _not(inner: Cond) -> Cond:
+    fn = inner.fn
+
     def condition(facts: Facts) -> Optional[str]:
-        return "the 'not' condition does not hold" if inner(facts) is None else None
-    return condition
+        return "the 'not' condition does not hold" if fn(facts) is None else None
+    return Cond(condition, inner.cost)
+

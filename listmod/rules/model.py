@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..message import Post
 
-ACTIONS = ("accept", "hold", "reject", "discard")
-TERMINAL_ACTIONS = frozenset(ACTIONS)
+if TYPE_CHECKING:
+    from .scan import Scan, Scanner
+
+ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "tag")
+TERMINAL_ACTIONS = frozenset(ACTIONS) - {"tag"}
+EXEMPTIONS = ("moderators", "trusted", "members")
+TRUST_LEVELS = ("none", "trusted", "banned")
 
 
 class RuleTimeout(Exception):
@@ -17,7 +22,8 @@ class RuleTimeout(Exception):
 
 @dataclass(frozen=True)
 class Context:
-    """What decide() knows besides the message: the list and the sender's standing on it."""
+    """What decide() knows besides the message: the list, the sender's standing and the counters
+    taken from the store. A counter is None when no rule of the set asks for it."""
 
     list_address: str
     list_id: str
@@ -25,14 +31,29 @@ class Context:
     sender_is_moderator: bool = False
     default_member_action: str = "accept"
     default_nonmember_action: str = "hold"
+    sender_trust: str = "none"
+    approved_posts: Optional[int] = None
+    posts_last_hour: Optional[int] = None
+    thread_posts_last_hour: Optional[int] = None
+    thread_participants: Optional[int] = None
+    auth: tuple[tuple[str, str], ...] = ()     # (method, result) from trusted Authentication-Results
+    spam_score: Optional[float] = None
 
 
 @dataclass(frozen=True)
 class Facts:
-    """A message seen through the rules: the post plus its context."""
+    """A message seen through one rule set: the post, its context, and each field's scan (made once)."""
 
     post: Post
     context: Context
+    scanners: dict[str, "Scanner"] = field(default_factory=dict)
+    _scans: dict[str, "Scan"] = field(default_factory=dict, compare=False, repr=False)
+
+    def scan(self, name: str, text: str) -> "Scan":
+        found = self._scans.get(name)
+        if found is None:
+            found = self._scans[name] = self.scanners[name].scan(text)
+        return found
 
 
 # A compiled condition returns the evidence (what matched, in words) or None when it does not hold.
@@ -47,6 +68,8 @@ class Rule:
     source: str                  # "rules/10-security.toml:12"
     condition: Condition
     lists: tuple[str, ...] = ("*",)
+    exempt: tuple[str, ...] = ()
+    always: bool = False         # no conditions: matches every post it applies to
 
     def applies_to(self, list_address: str) -> bool:
         return "*" in self.lists or list_address in self.lists
@@ -57,6 +80,8 @@ class RuleSet:
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
     digest: str                  # sha256 over the files' names and bytes: which set judged a message
+    scanners: dict[str, "Scanner"] = field(default_factory=dict, compare=False)
+    needs: frozenset[str] = frozenset()  # fields some rule reads (counters are fetched only if needed)
 
 
 @dataclass(frozen=True)
@@ -73,7 +98,7 @@ class RuleOutcome:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str                  # accept | hold | reject | discard
+    action: str                  # accept | hold | reject | discard | escalate
     reason: str
     rule_id: str                 # the deciding rule, "default-member", "default-nonmember" or a built-in
     source: str                  # rules file:line, "default" or "builtin"
@@ -81,3 +106,4 @@ class Decision:
     evidence: str = ""
     trace: tuple[RuleOutcome, ...] = ()
     ruleset: str = ""
+    tags: tuple[str, ...] = ()   # ids of the `tag` rules that matched on the way

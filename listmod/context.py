@@ -1,0 +1,120 @@
+"""Everything decide() needs besides the message, read from the config and the store (the only I/O
+before a decision). Intake, `explain` and `replay` all build contexts here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sqlite3
+
+from .config import Config, ListConfig
+from .message import Post
+from .rules import Context, RuleSet
+
+HOUR = 3600.0
+COUNT_CAP = 1000
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def thread_key(post: Post) -> str:
+    """The thread a post belongs to: the first message it refers to (RFC 5322 References), else
+    the one it replies to, else itself."""
+    return (post.references[0] if post.references else post.in_reply_to) or post.message_id
+
+
+def authentication_results(post: Post, authserv_id: str) -> tuple[tuple[str, str], ...]:
+    """(method, result) pairs from Authentication-Results headers (RFC 8601) added by the server we
+    trust; any other such header may be forged by the sender and is ignored."""
+    if not authserv_id:
+        return ()
+    found: list[tuple[str, str]] = []
+    for header in post.header("authentication-results"):
+        text = _COMMENT.sub("", header)
+        parts = [p.strip() for p in text.split(";")]
+        ident = parts[0].split()[0].lower() if parts[0].split() else ""
+        if ident != authserv_id.lower():
+            continue
+        for resinfo in parts[1:]:
+            head = resinfo.split()[0] if resinfo.split() else ""
+            if "=" in head:
+                method, result = head.split("=", 1)
+                found.append((method.strip().lower(), result.strip().lower()))
+    return tuple(found)
+
+
+def spam_score(post: Post, header: str) -> float | None:
+    if not header:
+        return None
+    for value in post.header(header):
+        found = re.search(r"-?\d+(?:\.\d+)?", value)
+        if found:
+            return float(found.group(0))
+    return None
+
+
+def sender_trust(conn: sqlite3.Connection, list_address: str, sender: str) -> str:
+    row = conn.execute("SELECT trust FROM standing WHERE list = ? AND address = ?",
+                       (list_address, sender)).fetchone()
+    return row[0] if row else "none"
+
+
+def is_member(conn: sqlite3.Connection, list_address: str, sender: str) -> bool:
+    if not sender:
+        return False
+    return conn.execute("SELECT 1 FROM members WHERE list = ? AND address = ?",
+                        (list_address, sender)).fetchone() is not None
+
+
+def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, config: Config,
+                  ruleset: RuleSet, at: float) -> Context:
+    """The context for judging `post` on `mlist` now; counters only for fields the rules read."""
+    needs = ruleset.needs
+    sender = post.sender
+    ctx = Context(
+        list_address=mlist.address,
+        list_id=mlist.list_id,
+        sender_is_member=is_member(conn, mlist.address, sender),
+        sender_is_moderator=sender in mlist.moderators,
+        default_member_action=mlist.default_member_action,
+        default_nonmember_action=mlist.default_nonmember_action,
+        sender_trust=sender_trust(conn, mlist.address, sender) if sender else "none",
+        auth=authentication_results(post, config.server.authserv_id),
+        spam_score=spam_score(post, config.server.spam_score_header),
+    )
+    counts: dict[str, int] = {}
+    # counters are counted up to COUNT_CAP: enough for any rule, and bounded in cost
+    if "sender.approved_posts" in needs:
+        counts["approved_posts"] = conn.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND sender = ? AND state = 'accepted' "
+            f"AND created_at < ? LIMIT {COUNT_CAP})", (mlist.address, sender, at)).fetchone()[0]
+    if "sender.posts_last_hour" in needs:
+        counts["posts_last_hour"] = conn.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND sender = ? AND created_at > ? "
+            f"AND created_at < ? LIMIT {COUNT_CAP})", (mlist.address, sender, at - HOUR, at)).fetchone()[0]
+    thread = thread_key(post)
+    if "thread.posts_last_hour" in needs:
+        counts["thread_posts_last_hour"] = conn.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND thread = ? AND created_at > ? "
+            f"AND created_at < ? LIMIT {COUNT_CAP})", (mlist.address, thread, at - HOUR, at)
+        ).fetchone()[0] if thread else 0
+    if "thread.participants" in needs:
+        counts["thread_participants"] = conn.execute(
+            "SELECT COUNT(DISTINCT sender) FROM posts WHERE list = ? AND thread = ? AND sender != ? "
+            "AND created_at < ?", (mlist.address, thread, sender, at)).fetchone()[0] + 1 if thread else 1
+    return dataclasses.replace(ctx, **counts) if counts else ctx
+
+
+def context_json(ctx: Context) -> str:
+    """The context as stored with each post, so that `replay` judges history as it was."""
+    return json.dumps(dataclasses.asdict(ctx), separators=(",", ":"))
+
+
+def context_from_json(text: str, mlist: ListConfig) -> Context:
+    data = json.loads(text)
+    data["auth"] = tuple(tuple(pair) for pair in data.get("auth", ()))
+    known = {f.name for f in dataclasses.fields(Context)}
+    ctx = Context(**{k: v for k, v in data.items() if k in known})
+    # the list's defaults are policy, not history: replay uses today's
+    return dataclasses.replace(ctx, default_member_action=mlist.default_member_action,
+                               default_nonmember_action=mlist.default_nonmember_action)
