@@ -74,7 +74,7 @@ def _reply(code: str, status: str, text: str) -> str:
 def bounce_report_decision(ruleset: RuleSet) -> Decision:
     return Decision("discard", "A message to the list's bounce address is a delivery report; it is "
                     "recorded, never distributed.", "bounce", "builtin", "rules",
-                    "sent to the bounce address", (), ruleset.digest)
+                    "sent to the bounce address", ruleset.digest)
 
 
 class DataTooLarge(Exception):

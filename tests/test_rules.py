@@ -199,3 +199,140 @@ def test_every_error_in_a_directory_is_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_rules(d)
     assert [p.split(":")[0] for p in err.value.problems] == ["rules/a.toml", "rules/b.toml"]
+
+
+# --- the rest of the language: context fields, exemptions, escalate and tag, word files ---
+
+def ctx(**kw):
+    base = dict(list_address="dev@example.org", list_id="dev.example.org", sender_is_member=True)
+    return Context(**{**base, **kw})
+
+
+@pytest.mark.parametrize("match, context, hit", [
+    ('match.sender.trust = "trusted"', ctx(sender_trust="trusted"), True),
+    ('match.sender.trust = "trusted"', ctx(), False),
+    ('match.sender.trust.equals = ["banned", "trusted"]', ctx(sender_trust="banned"), True),
+    ('match.sender.approved_posts.lt = 3', ctx(approved_posts=2), True),
+    ('match.sender.approved_posts.lt = 3', ctx(approved_posts=3), False),
+    ('match.sender.posts_last_hour.gt = 10', ctx(posts_last_hour=11), True),
+    ('match.thread.posts_last_hour.ge = 25', ctx(thread_posts_last_hour=25), True),
+    ('match.thread.participants.gt = 5', ctx(thread_participants=4), False),
+    ('match.auth.dkim.equals = "pass"', ctx(auth=(("dkim", "fail"), ("dkim", "pass"))), True),
+    ('match.auth.spf.equals = "pass"', ctx(auth=(("dkim", "pass"),)), False),
+    ('match.auth.dmarc.equals = "none"', ctx(), True),  # no trusted result: "none"
+    ('match.spam.score.ge = 5.5', ctx(spam_score=7.2), True),
+    ('match.spam.score.ge = 5', ctx(spam_score=4.9), False),
+    ('match.spam.score.lt = 100', ctx(), False),  # no score: no test holds
+])
+def test_context_fields_read_what_the_store_and_the_mta_said(tmp_path, match, context, hit):
+    assert (decide(msg(), context, one_rule(tmp_path, match)).rule_id == "r") is hit
+
+
+@pytest.mark.parametrize("match, post, hit", [
+    ('match.attachment_names.glob = "*.pdf"', ATTACHED, True),        # Report.PDF: globs ignore case
+    ('match.attachment_names.glob = "*.pdf"\nmatch.attachment_names.case_sensitive = true', ATTACHED, False),
+    ('match.attachment_types.glob = "application/*"', ATTACHED, True),
+    ('match.subject.glob = "[[]ann*"', msg(subject="[ANN] release"), True),
+    ('match.body.contains = ["nothing", "PLAIN TEXT"]', msg(), True),
+    ('match.body.words = ["plain text"]', msg(body="This is plain text."), True),
+    ('match.body.words = ["plain tex"]', msg(body="This is plain text."), False),
+    ('match.body.regex = "colou?r"', msg(body="Favourite COLOR"), True),
+    ('match.body.regex = "(?:free|cheap)\\\\s+pills"', msg(body="cheap   pills here"), True),
+    ('match.body.regex = "(?:free|cheap)\\\\s+pills"', msg(body="cheap-pills"), False),
+    ('match.sender.member = true\nmatch.body.contains = "plain"', msg(), True),
+])
+def test_text_tests_with_the_prefilter_agree_with_plain_matching(tmp_path, match, post, hit):
+    assert (decide(post, MEMBER, one_rule(tmp_path, match)).rule_id == "r") is hit
+
+
+def test_words_file_is_read_beside_the_rules(tmp_path):
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "bad.txt").write_text("# insults\nnitwit\nnumb skull\n\n")
+    (d / "10.toml").write_text('[[rule]]\nid = "w"\naction = "hold"\nreason = "{matched}"\n'
+                               'match.body.words_file = "bad.txt"\n')
+    rs = load_rules(d)
+    assert decide(msg(body="You NUMB SKULL."), MEMBER, rs).reason == "body has the word 'numb skull'"
+    assert decide(msg(body="nitwits"), MEMBER, rs).rule_id == "default-member"
+    before = rs.digest
+    (d / "bad.txt").write_text("nitwit\n")
+    assert load_rules(d).digest != before  # the word list is part of the rule set
+
+
+def test_exempt_senders_skip_the_rule_and_the_trace_says_why(tmp_path):
+    rs = rules(tmp_path, """
+        [[rule]]
+        id = "x"
+        action = "hold"
+        reason = "r"
+        exempt = ["moderators", "trusted"]
+        match.body.contains = "plain"
+        """)
+    assert decide(msg(), ctx(sender_is_moderator=True), rs).rule_id == "default-member"
+    trusted = decide(msg(), ctx(sender_trust="trusted"), rs)
+    assert trusted.trace[0].evidence == "exempt: the sender is trusted" and not trusted.trace[0].matched
+    assert decide(msg(), ctx(), rs).rule_id == "x"
+
+
+def test_tag_is_recorded_and_evaluation_goes_on_and_escalate_decides(tmp_path):
+    rs = rules(tmp_path, """
+        [[rule]]
+        id = "tagged"
+        action = "tag"
+        reason = "r"
+        match.subject.contains = "hello"
+
+        [[rule]]
+        id = "legal"
+        action = "escalate"
+        reason = "Escalated: {matched}"
+        match.body.words = ["defamation"]
+        """)
+    d = decide(msg(body="This is defamation."), MEMBER, rs)
+    assert (d.action, d.rule_id, d.tags) == ("escalate", "legal", ("tagged",))
+    assert d.reason == "Escalated: body has the word 'defamation'"
+    d2 = decide(msg(), MEMBER, rs)
+    assert (d2.action, d2.tags) == ("accept", ("tagged",))
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nexempt = ["admins"]\n', "exempt takes a list of"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.body.words_file = "../etc/passwd"\n',
+     "is outside the rules directory"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.body.words_file = "none.txt"\n', "does not exist"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.links.gt = "many"\n', "takes a whole number"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.sender.member = "yes"\n', "is true or false"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.sender.trusted = true\n',
+     "'sender.trusted' is not a field (did you mean 'sender.trust'?)"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.subject = 3\n', "subject needs a test"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\nmatch.any = { subject.contains = "x" }\n',
+     "any must be a list of condition tables"),
+    ('lists = "dev@example.org"\n[[rule]]\nid = "a"\naction = "hold"\nreason = "r"\n', "lists must be a list"),
+    ('[[rule]]\nid = "a"\naction = "hold"\nreason = 5\n', "the rule has no reason"),
+])
+def test_each_kind_of_mistake_is_reported_with_file_and_line(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        rules(tmp_path, text)
+    assert str(err.value).startswith("rules/10-test.toml:"), str(err.value)
+    assert words in str(err.value)
+
+
+def test_a_rule_after_one_that_decides_everything_is_unreachable(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        rules(tmp_path, """
+            [[rule]]
+            id = "everything"
+            action = "hold"
+            reason = "all held"
+
+            [[rule]]
+            id = "never"
+            action = "reject"
+            reason = "r"
+            match.body.contains = "x"
+            """)
+    assert str(err.value).startswith("rules/10-test.toml:7: rule 'never' can never match: rule "
+                                     "'everything' at rules/10-test.toml:2")
+    # a catch-all that only tags, or that exempts someone, hides nothing
+    rules(tmp_path, '[[rule]]\nid = "t"\naction = "tag"\nreason = "r"\n\n'
+          '[[rule]]\nid = "u"\naction = "hold"\nreason = "r"\nmatch.body.contains = "x"\n', name="10-test.toml")

@@ -6,7 +6,8 @@ import re
 from dataclasses import replace
 
 from ..message import Post
-from .model import TERMINAL_ACTIONS, Context, Decision, Facts, RuleOutcome, RuleSet, RuleTimeout
+from .model import (ALL_LISTS as _ALL_LISTS, TERMINAL_ACTIONS, Context, Decision, Facts, Rule,
+                    RuleOutcome, RuleSet, RuleTimeout)
 
 _AUTO_REPORTS = ("multipart/report",)
 
@@ -57,7 +58,7 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
 def _built(rule_id: str, action: str, reason: str, evidence: str) -> Decision:
     outcome = RuleOutcome(rule_id, "builtin", action, True, evidence)
     return Decision(action=action, reason=reason, rule_id=rule_id, source="builtin",
-                    actor="rules", evidence=evidence, trace=(outcome,))
+                    actor="rules", evidence=evidence, notes=(outcome,))
 
 
 _TEMPLATE = re.compile(r"\{(list|sender|subject|matched)\}")
@@ -88,31 +89,36 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
     if built is not None:
         return replace(built, ruleset=ruleset.digest)
     facts = Facts(post, ctx, ruleset.scanners)
-    trace: list[RuleOutcome] = []
+    considered: list[Rule] = []
+    notes: list[RuleOutcome] = []
     tags: list[str] = []
+    address = ctx.list_address
     for rule in ruleset.rules:
-        if not rule.applies_to(ctx.list_address):
+        if rule.lists is not _ALL_LISTS and not rule.applies_to(address):
             continue
-        exempt = _exempt(rule.exempt, ctx) if rule.exempt else ""
-        if exempt:
-            trace.append(RuleOutcome(rule.id, rule.source, rule.action, False, f"exempt: {exempt}"))
-            continue
+        considered.append(rule)
+        if rule.exempt:
+            exempt = _exempt(rule.exempt, ctx)
+            if exempt:
+                notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, f"exempt: {exempt}"))
+                continue
         try:
             evidence = rule.condition(facts)
         except RuleTimeout as err:
             reason = (f"Rule {rule.id} could not be evaluated in time ({err}); "
                       "the post is held for a moderator.")
-            trace.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
-            return Decision("hold", reason, rule.id, rule.source, "rules", str(err),
-                            tuple(trace), ruleset.digest, tuple(tags))
-        trace.append(RuleOutcome(rule.id, rule.source, rule.action, evidence is not None,
-                                 evidence or ""))
+            notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
+            return Decision("hold", reason, rule.id, rule.source, "rules", str(err), ruleset.digest,
+                            tuple(tags), tuple(considered), tuple(notes))
         if evidence is None:
             continue
+        notes.append(RuleOutcome(rule.id, rule.source, rule.action, True, evidence))
         if rule.action in TERMINAL_ACTIONS:
             return Decision(rule.action, render_reason(rule.reason, post, ctx, evidence), rule.id,
-                            rule.source, "rules", evidence, tuple(trace), ruleset.digest, tuple(tags))
+                            rule.source, "rules", evidence, ruleset.digest, tuple(tags),
+                            tuple(considered), tuple(notes))
         tags.append(rule.id)
+    done = (ruleset.digest, tuple(tags), tuple(considered), tuple(notes))
     if ctx.sender_is_member:
         action = ctx.default_member_action
         reason = {
@@ -122,7 +128,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
             "discard": f"{ctx.list_address} discards posts from members.",
         }[action]
         return Decision(action, reason, "default-member", "default", "default", "sender.member is true",
-                        tuple(trace), ruleset.digest, tuple(tags))
+                        *done)
     action = ctx.default_nonmember_action
     reason = {
         "accept": f"{ctx.list_address} accepts posts from non-members and no rule objected.",
@@ -131,4 +137,4 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
         "discard": f"{ctx.list_address} discards posts from non-members.",
     }[action]
     return Decision(action, reason, "default-nonmember", "default", "default", "sender.member is false",
-                    tuple(trace), ruleset.digest, tuple(tags))
+                    *done)

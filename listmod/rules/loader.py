@@ -12,7 +12,7 @@ import regex
 
 from ..tomlfile import ConfigError, Locator, did_you_mean, load, parse_size
 from .fields import CHEAP, FIELDS, GROUPS, Field, header_field, text_values
-from .model import (ACTIONS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet,
+from .model import (ACTIONS, ALL_LISTS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet,
                     RuleTimeout)
 from .scan import Scanner, fold, required_literals
 
@@ -102,7 +102,7 @@ def _read_file(data: dict[str, Any], locator: Locator, seen_ids: dict[str, str],
             problems.append(f"{locator.where('', 0, (key,))}: '{key}' is not a rule-file key"
                             f"{did_you_mean(key, FILE_KEYS)}; a rule file holds lists = [...] "
                             "and [[rule]] tables")
-    lists: tuple[str, ...] = ("*",)
+    lists: tuple[str, ...] = ALL_LISTS
     if "lists" in data:
         value = data["lists"]
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -110,6 +110,8 @@ def _read_file(data: dict[str, Any], locator: Locator, seen_ids: dict[str, str],
                             'addresses, e.g. lists = ["dev@example.org"], or ["*"] for all')
         else:
             lists = tuple(v.strip().lower() for v in value)
+            if lists == ALL_LISTS:
+                lists = ALL_LISTS
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         problems.append(f"{locator.where('', 0, ('rule',))}: rules are written as [[rule]] tables")
@@ -215,6 +217,9 @@ def _compile_field_or_group(key: str, value: Any, at: tuple[str, ...], p: _Probl
         name = f"{key}.{sub}"
         if name in FIELDS:
             parts.extend(_compile_field(FIELDS[name], subvalue, at + (sub,), p, build))
+        elif key in FIELDS and sub not in TEXT_TESTS and did_you_mean(name, subs):
+            p.add(at + (sub,), f"'{name}' is not a field{did_you_mean(name, subs)}; the fields of "
+                  f"{key} are: {', '.join(subs)}, and {key} itself takes the text tests")
         else:
             tests[sub] = subvalue
     if tests:
@@ -367,10 +372,11 @@ def _text_test(field: Field, test: str, operand: Any, case_sensitive: bool, at: 
 
 def _scan_condition(field: Field, folded: list[tuple[str, str]], whole_words: bool, label: str) -> Condition:
     name = field.name
+    literals = frozenset(lit for _original, lit in folded)
 
     def condition(facts: Facts) -> Optional[str]:
-        scan = facts.scan(name, "\n".join(text_values(field, facts)))
-        if not scan.found:
+        scan = facts.scan(name, lambda: "\n".join(text_values(field, facts)))
+        if scan.found.keys().isdisjoint(literals):
             return None
         for original, lit in folded:
             if (scan.whole_word(lit) if whole_words else scan.has(lit)):
@@ -386,8 +392,8 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
     def condition(facts: Facts) -> Optional[str]:
         for source, pattern, needed in patterns:
             if needed is not None:
-                scan = facts.scan(name, "\n".join(text_values(field, facts)))
-                if not any(scan.has(lit) for lit in needed):
+                scan = facts.scan(name, lambda: "\n".join(text_values(field, facts)))
+                if scan.found.keys().isdisjoint(needed):
                     continue  # the literal this regex cannot match without is absent
             for value in text_values(field, facts):
                 try:

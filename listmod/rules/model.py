@@ -14,6 +14,7 @@ ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "tag")
 TERMINAL_ACTIONS = frozenset(ACTIONS) - {"tag"}
 EXEMPTIONS = ("moderators", "trusted", "members")
 TRUST_LEVELS = ("none", "trusted", "banned")
+ALL_LISTS = ("*",)  # the one tuple every rule for all lists shares, so the check is `is`
 
 
 class RuleTimeout(Exception):
@@ -49,10 +50,11 @@ class Facts:
     scanners: dict[str, "Scanner"] = field(default_factory=dict)
     _scans: dict[str, "Scan"] = field(default_factory=dict, compare=False, repr=False)
 
-    def scan(self, name: str, text: str) -> "Scan":
+    def scan(self, name: str, text: Callable[[], str]) -> "Scan":
+        """The scan of a field, made the first time a condition asks (`text` is read only then)."""
         found = self._scans.get(name)
         if found is None:
-            found = self._scans[name] = self.scanners[name].scan(text)
+            found = self._scans[name] = self.scanners[name].scan(text())
         return found
 
 
@@ -67,7 +69,7 @@ class Rule:
     reason: str
     source: str                  # "rules/10-security.toml:12"
     condition: Condition
-    lists: tuple[str, ...] = ("*",)
+    lists: tuple[str, ...] = ALL_LISTS
     exempt: tuple[str, ...] = ()
     always: bool = False         # no conditions: matches every post it applies to
 
@@ -104,6 +106,15 @@ class Decision:
     source: str                  # rules file:line, "default" or "builtin"
     actor: str                   # "rules", "default" (later also "admin", "moderator:ADDR")
     evidence: str = ""
-    trace: tuple[RuleOutcome, ...] = ()
     ruleset: str = ""
     tags: tuple[str, ...] = ()   # ids of the `tag` rules that matched on the way
+    considered: tuple[Rule, ...] = ()          # every rule tried, in order
+    notes: tuple[RuleOutcome, ...] = ()        # outcomes of the rules that matched, were exempt or failed
+
+    @property
+    def trace(self) -> tuple[RuleOutcome, ...]:
+        """Every rule considered, matched or not, with its evidence (built when asked for: a
+        decision over 1,000 rules should not pay for 1,000 objects nobody reads)."""
+        noted = {n.rule_id: n for n in self.notes}
+        return tuple(noted.get(r.id) or RuleOutcome(r.id, r.source, r.action, False)
+                     for r in self.considered) or self.notes
