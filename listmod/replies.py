@@ -1,0 +1,257 @@
+"""A moderator's reply: the text they wrote themselves (not the quote, the attribution, the forwarded
+original or the signature), and the command lines in it. Pure functions; nothing is applied here."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from html.parser import HTMLParser
+
+from .message import _decode, html_to_text
+
+COMMANDS = ("approve", "reject", "discard", "trust", "ban", "defer", "withdraw")
+# An id as digests print it: the short id, optionally followed by "-" and its token.
+ID = r"[2-9A-HJ-NP-Za-hj-np-z]{4,6}(?:-[0-9A-Za-z]{6,})?"
+
+_ATTRIBUTION_ENDINGS = (
+    "wrote:", "wrote :", "writes:", "schrieb:", "a écrit :", "a écrit:", "escribió:", "ha scritto:",
+    "написал:", "написала:", "написал(а):", "napisał:", "napisała:", "skrev:", "kirjoitti:",
+    "schreef:", "escreveu:", "yazdı:", "写道：", "写道:", "寫道：", "のメッセージ:", "님이 작성:",
+)
+_ATTRIBUTION_START = re.compile(r"^(on|le|am|el|il|em|op|den|w dniu|в)\b.*\d", re.IGNORECASE)
+_ORIGINAL = re.compile(
+    r"^\s*(-{2,}\s*(original message|forwarded message|ursprüngliche nachricht|message d'origine|"
+    r"mensaje original|messaggio originale|oorspronkelijk bericht|исходное сообщение|原始邮件)\s*-{2,}"
+    r"|_{20,}|begin forwarded message:)\s*$", re.IGNORECASE)
+_HEADER_LINE = re.compile(r"^\s*\*?(from|von|de|da|от|发件人|van|från)\s*\*?\s*[:：]", re.IGNORECASE)
+_HEADER_FOLLOW = re.compile(r"^\s*\*?(sent|date|gesendet|envoyé|enviado|inviato|отправлено|发送时间|"
+                            r"datum|to|an|à|para|a|кому|subject|betreff|objet|asunto)\s*\*?\s*[:：]",
+                            re.IGNORECASE)
+_FOOTER = re.compile(r"^\s*(sent from my |sent from mail for |get outlook for |envoyé de mon |"
+                     r"von meinem .* gesendet|enviado desde mi )", re.IGNORECASE)
+_SIGNATURE = re.compile(r"^(-- ?|--\s*$|__\s*$)$")
+_COMMAND = re.compile(r"^\s*(?P<verb>[A-Za-z]+)\b[ \t]*(?P<rest>.*)$")
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """One line of the reply that asks for something, as the moderator wrote it."""
+
+    line: str          # the whole line, stripped
+    verb: str          # lower-cased; one of COMMANDS, or what was written for an unknown command
+    target: str        # "all", an id ("K7Q2" or "K7Q2-TOKEN"), or "" when missing
+    reason: str        # the rest of the line (for reject/ban)
+    known: bool        # False: answered as "unknown command", never guessed at
+
+
+def reply_text(raw: bytes) -> str:
+    """The readable text of a reply: its first text/plain part (format=flowed undone), or its
+    HTML reduced to text with the quoted parts (blockquote, Gmail/Outlook quote blocks) left out."""
+    msg = BytesParser(policy=compat32).parsebytes(raw)
+    plain = html = None
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        disposition = str(part.get("Content-Disposition", "")).lower()
+        if disposition.startswith("attachment"):
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/plain" and plain is None:
+            plain = part
+        elif ctype == "text/html" and html is None:
+            html = part
+    if plain is not None:
+        return _plain_text(plain)
+    if html is not None:
+        return html_reply_text(_payload_text(html))
+    return ""
+
+
+def _payload_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    return _decode(payload, part.get_content_charset())
+
+
+def _plain_text(part: Message) -> str:
+    text = _payload_text(part).replace("\r\n", "\n").replace("\r", "\n")
+    if (part.get_param("format") or "").lower() == "flowed":
+        text = unflow(text, (part.get_param("delsp") or "").lower() == "yes")
+    return text
+
+
+def unflow(text: str, delsp: bool = False) -> str:
+    """RFC 3676: undo space-stuffing and join soft line breaks (a line ending in a space, other
+    than the signature separator "-- ") with the next line of the same quote depth."""
+    out: list[str] = []
+    pending: tuple[int, str] | None = None  # a flowed line waiting for its continuation
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        if content.startswith(" "):
+            content = content[1:]
+        flowed = content.endswith(" ") and content != "-- "
+        if flowed and delsp:
+            content = content[:-1]
+        if pending is not None and pending[0] == depth:
+            content = pending[1] + content
+        elif pending is not None:
+            out.append(">" * pending[0] + pending[1])
+        pending = None
+        if flowed:
+            pending = (depth, content)
+        else:
+            out.append(">" * depth + content)
+    if pending is not None:
+        out.append(">" * pending[0] + pending[1])
+    return "\n".join(out)
+
+
+class _QuoteStripper(HTMLParser):
+    """Drops what an HTML mail client marks as quoted: <blockquote>, Gmail's gmail_quote,
+    Outlook's divRplyFwdMsg/appendonsend, Thunderbird's moz-cite-prefix, Yahoo's yahoo_quoted."""
+
+    _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "ymail_android_signature",
+                      "gmail_signature")
+    _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container",
+                  "yahoo_quoted", "olk_src_body_section")
+    _VOID = {"br", "img", "hr", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.out: list[str] = []
+        self.depth = 0          # >0 while inside a quoted element
+        self.stack: list[bool] = []
+        self.stopped = False    # an Outlook separator <hr> / "From:" block ends the new text
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self._VOID:
+            if not self.depth and not self.stopped:
+                self.out.append(self.get_starttag_text() or "")
+            return
+        a = {k: (v or "") for k, v in attrs}
+        quoted = tag == "blockquote" or any(c in a.get("class", "").lower() for c in self._QUOTE_CLASSES) \
+            or a.get("id", "").lower() in self._QUOTE_IDS
+        self.stack.append(quoted)
+        if quoted:
+            self.depth += 1
+        elif not self.depth and not self.stopped:
+            self.out.append(self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._VOID:
+            return
+        if self.stack:
+            quoted = self.stack.pop()
+            if quoted:
+                self.depth -= 1
+                return
+        if not self.depth and not self.stopped:
+            self.out.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        if not self.depth and not self.stopped:
+            self.out.append(data)
+
+    def handle_entityref(self, name: str) -> None:
+        self.handle_data(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self.handle_data(f"&#{name};")
+
+
+def html_reply_text(html: str) -> str:
+    stripper = _QuoteStripper()
+    try:
+        stripper.feed(html)
+        stripper.close()
+        kept = "".join(stripper.out)
+    except Exception:
+        kept = html
+    return html_to_text(kept)
+
+
+def own_lines(text: str) -> list[str]:
+    """The lines the moderator wrote: quoted lines, attribution lines, footers are skipped; an
+    unquoted forwarded original (Outlook/AOL/Yahoo style) or a signature ends the text."""
+    lines = text.split("\n")
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        stripped = line.strip()
+        if stripped.startswith(">") or stripped.startswith("|>"):
+            i += 1
+            continue
+        if _SIGNATURE.match(line) or _ORIGINAL.match(stripped):
+            break
+        if _HEADER_LINE.match(stripped) and any(_HEADER_FOLLOW.match(l.strip()) for l in lines[i + 1: i + 4]):
+            # A header block of the original: followed by ">" lines it only introduces a quote
+            # (Mew, some webmail); followed by plain text it is Outlook's unquoted original.
+            j = i + 1
+            while j < len(lines) and (_HEADER_FOLLOW.match(lines[j].strip()) or
+                                      (lines[j][:1] in (" ", "\t") and lines[j].strip())):
+                j += 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and lines[j].lstrip().startswith(">"):
+                i = j
+                continue
+            break
+        lowered = stripped.lower()
+        attribution = 0
+        if lowered.endswith(_ATTRIBUTION_ENDINGS):
+            attribution = 1
+        elif (_ATTRIBUTION_START.match(stripped) or re.search(r"\d|@", stripped)) and i + 1 < len(lines) \
+                and lines[i + 1].strip().lower().endswith(_ATTRIBUTION_ENDINGS):
+            attribution = 2  # "On Mon, 1 Jan 2024 at 10:00, Alice <a@example.org>" / "wrote:"
+        if attribution:
+            # followed by ">" lines it introduces a quote; followed by plain text (Yahoo's
+            # "--- On ... wrote:") the unquoted original starts here
+            j = i + attribution
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and not lines[j].lstrip().startswith(">"):
+                break
+            i += attribution
+            continue
+        if _FOOTER.match(stripped):
+            i += 1
+            continue
+        kept.append(stripped)
+        i += 1
+    return kept
+
+
+def parse_commands(lines: list[str]) -> list[CommandLine]:
+    """Command lines among the moderator's own lines. A line that starts with a known command is
+    one; a line that looks like a mistyped command (a word close to one, or a word followed by an
+    id) is reported as unknown; any other line is conversation and is ignored."""
+    found: list[CommandLine] = []
+    for line in lines:
+        if not line:
+            continue
+        m = _COMMAND.match(line)
+        if not m:
+            continue
+        verb, rest = m.group("verb").lower(), m.group("rest").strip()
+        target, _, reason = rest.partition(" ")
+        if verb in COMMANDS:
+            if target.lower() == "all":
+                target = "all"
+            found.append(CommandLine(line, verb, target.strip(".,;:"), reason.strip(), True))
+        elif difflib.get_close_matches(verb, COMMANDS, n=1, cutoff=0.75) or \
+                (re.fullmatch(ID, target.strip(".,;:")) and any(c.isdigit() for c in target) and len(rest.split()) <= 2):
+            found.append(CommandLine(line, verb, target.strip(".,;:"), reason.strip(), False))
+    return found
+
+
+def commands_in(raw: bytes) -> list[CommandLine]:
+    """The commands in a reply, in the order written."""
+    return parse_commands(own_lines(reply_text(raw)))

@@ -1,0 +1,39 @@
+"""Tokens that make moderation commands unforgeable: an HMAC (the daemon's secret key) bound to the
+list and the held post, printed with the post's short id in digests, e.g. `approve K7Q2-3JQ8M4XZ`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+TOKEN_LENGTH = 8  # 40 bits, base32: enough that guessing is hopeless, short enough to copy
+
+
+def _mac(secret: bytes, *parts: str) -> str:
+    digest = hmac.new(secret, "\0".join(parts).encode("utf-8"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii")[:TOKEN_LENGTH]
+
+
+def post_token(secret: bytes, list_address: str, post_id: int, short_id: str) -> str:
+    """The token a moderator's command for this held post must carry."""
+    return _mac(secret, "moderate", list_address.lower(), str(post_id), short_id.upper())
+
+
+def poster_token(secret: bytes, list_address: str, post_id: int) -> str:
+    """The token in a held-post notice that lets the poster withdraw the post."""
+    return _mac(secret, "withdraw", list_address.lower(), str(post_id))
+
+
+def command_id(short_id: str, token: str) -> str:
+    return f"{short_id}-{token}"
+
+
+def split_id(text: str) -> tuple[str, str]:
+    """'K7Q2-3JQ8M4XZ' -> ('K7Q2', '3JQ8M4XZ'); 'K7Q2' -> ('K7Q2', '')."""
+    short, _, token = text.strip().partition("-")
+    return short.upper(), token.upper()
+
+
+def check(expected: str, given: str) -> bool:
+    return bool(given) and hmac.compare_digest(expected.upper(), given.upper())
