@@ -66,6 +66,17 @@ class ListConfig:
     default_nonmember_action: str = "hold"
     deliver: str = "members"
     escalation_contact: str = ""
+    digest_every: float = 3600.0       # how often held posts are sent to the moderators
+    digest_max_items: int = 50         # a digest goes out at once when this many posts wait
+    remind_after: float = 86400.0      # posts held longer are flagged in the digest
+    expire_after: float = 7 * 86400.0  # then they get expire_action
+    expire_action: str = "reject"
+    notify_held: bool = False          # tell a held poster once, with a withdraw token
+    require_dkim: bool = False         # moderator replies must show dkim=pass for their domain
+
+    @property
+    def moderation_address(self) -> str:
+        return f"{self.local_part}-moderation@{self.domain}"
 
     @property
     def local_part(self) -> str:
@@ -98,10 +109,27 @@ class ListConfig:
 
 
 @dataclass(frozen=True)
+class ImapConfig:
+    host: str = "127.0.0.1"
+    port: int = 143
+    username: str = ""
+    password_file: Path | None = None
+    ssl: bool = False
+    digest_folder: str = "Moderation"
+    replies_folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    poll_every: float = 30.0          # when the server has no IDLE, or IDLE drops
+
+    def password(self) -> str:
+        return self.password_file.read_text(encoding="utf-8").strip() if self.password_file else ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     outbound: OutboundConfig | None = None
     lists: tuple[ListConfig, ...] = ()
+    imap: ImapConfig | None = None
     path: Path | None = None  # None: the embedded defaults
 
     def list_for(self, address: str) -> ListConfig | None:
@@ -114,6 +142,11 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.server.state_dir / "listmod.sqlite3"
+
+    @property
+    def digest_maildir_path(self) -> Path:
+        """Where digests go when there is no [imap] section."""
+        return self.server.state_dir / "moderation-maildir"
 
     @property
     def maildir_path(self) -> Path:
@@ -202,6 +235,7 @@ def label_of(table: str) -> str:
     return f"[{table}]" if table != "list" else "[[list]]"
 
 
+
 def _endpoint(value: Any) -> Endpoint | None:
     if value in ("", None, False):
         return None
@@ -277,8 +311,12 @@ SERVER_KEYS = ("smtp", "lmtp", "hostname", "max_message_size", "state_dir", "rul
 OUTBOUND_KEYS = ("host", "port", "starttls", "username", "password_file", "connections",
                  "batch_recipients", "retry_after", "retry_max", "give_up_after", "timeout")
 LIST_KEYS = ("address", "moderators", "owner", "default_member_action",
-             "default_nonmember_action", "deliver", "escalation_contact")
-TOP_KEYS = ("server", "outbound", "list")
+             "default_nonmember_action", "deliver", "escalation_contact", "digest_every",
+             "digest_max_items", "remind_after", "expire_after", "expire_action", "notify_held",
+             "require_dkim")
+IMAP_KEYS = ("host", "port", "username", "password_file", "ssl", "digest_folder", "replies_folder",
+             "processed_folder", "poll_every")
+TOP_KEYS = ("server", "outbound", "imap", "list")
 
 
 def read_config(path: Path) -> Config:
@@ -339,6 +377,28 @@ def read_config(path: Path) -> Config:
                       f"password_file {str(outbound.password_file)!r} does not exist; "
                       "create it with the smarthost password on one line")
 
+    imap = None
+    if "imap" in data:
+        m = data["imap"] if isinstance(data["imap"], dict) else {}
+        r.check_keys("imap", 0, m, IMAP_KEYS, "[imap]")
+        md = ImapConfig()
+        imap = ImapConfig(
+            host=r.get("imap", 0, m, "host", md.host, _string, "a host name or address"),
+            port=r.get("imap", 0, m, "port", md.port, _port, "a port number from 1 to 65535"),
+            username=r.get("imap", 0, m, "username", "", _string, "the IMAP login"),
+            password_file=r.get("imap", 0, m, "password_file", None, rel, "a file path"),
+            ssl=r.get("imap", 0, m, "ssl", md.ssl, _bool, "true or false"),
+            digest_folder=r.get("imap", 0, m, "digest_folder", md.digest_folder, _string, "a folder name"),
+            replies_folder=r.get("imap", 0, m, "replies_folder", md.replies_folder, _string, "a folder name"),
+            processed_folder=r.get("imap", 0, m, "processed_folder", md.processed_folder, _string, "a folder name"),
+            poll_every=r.get("imap", 0, m, "poll_every", md.poll_every, parse_duration, "a duration such as 30s"),
+        )
+        if not imap.username:
+            r.problem("imap", 0, (), "[imap] needs username = \"...\" (the mailbox the moderators read)")
+        if imap.password_file is not None and not imap.password_file.exists():
+            r.problem("imap", 0, ("password_file",), f"password_file {str(imap.password_file)!r} does not "
+                      "exist; create it with the IMAP password on one line")
+
     lists: list[ListConfig] = []
     raw_lists = data.get("list", [])
     if not isinstance(raw_lists, list):
@@ -366,9 +426,16 @@ def read_config(path: Path) -> Config:
             default_nonmember_action=r.get("list", i, item, "default_nonmember_action", ld.default_nonmember_action, _action, '"accept", "hold", "reject" or "discard"'),
             deliver=r.get("list", i, item, "deliver", ld.deliver, _deliver, '"members" or "relay:ADDRESS"'),
             escalation_contact=r.get("list", i, item, "escalation_contact", "", normalize_address, "a mail address"),
+            digest_every=r.get("list", i, item, "digest_every", ld.digest_every, parse_duration, "a duration such as 1h"),
+            digest_max_items=r.get("list", i, item, "digest_max_items", ld.digest_max_items, _positive_int, "a whole number >= 1"),
+            remind_after=r.get("list", i, item, "remind_after", ld.remind_after, parse_duration, "a duration such as 1d"),
+            expire_after=r.get("list", i, item, "expire_after", ld.expire_after, parse_duration, "a duration such as 7d"),
+            expire_action=r.get("list", i, item, "expire_action", ld.expire_action, _action, '"accept", "hold", "reject" or "discard"'),
+            notify_held=r.get("list", i, item, "notify_held", ld.notify_held, _bool, "true or false"),
+            require_dkim=r.get("list", i, item, "require_dkim", ld.require_dkim, _bool, "true or false"),
         ))
     if not lists and not r.problems:
         r.problem("", 0, (), "no [[list]] is configured; add one with at least address = \"name@example.org\"")
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server=server, outbound=outbound, lists=tuple(lists), path=path)
+    return Config(server=server, outbound=outbound, lists=tuple(lists), imap=imap, path=path)

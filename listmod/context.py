@@ -43,6 +43,23 @@ def authentication_results(post: Post, authserv_id: str) -> tuple[tuple[str, str
     return tuple(found)
 
 
+def dkim_pass_domains(post: Post, authserv_id: str) -> set[str]:
+    """Domains (header.d) whose DKIM signature passed, per the trusted Authentication-Results."""
+    domains: set[str] = set()
+    if not authserv_id:
+        return domains
+    for header in post.header("authentication-results"):
+        parts = [p.strip() for p in _COMMENT.sub("", header).split(";")]
+        if not parts[0].split() or parts[0].split()[0].lower() != authserv_id.lower():
+            continue
+        for resinfo in parts[1:]:
+            if resinfo.lower().startswith("dkim=pass"):
+                found = re.search(r"header\.(?:d|i)=@?([^\s;]+)", resinfo, re.IGNORECASE)
+                if found:
+                    domains.add(found.group(1).lower().rsplit("@", 1)[-1])
+    return domains
+
+
 def spam_score(post: Post, header: str) -> float | None:
     if not header:
         return None

@@ -12,6 +12,7 @@ from typing import Callable
 from .config import DEMO_MEMBERS, Config
 from .delivery import Outbox
 from .intake import IntakeHandler, ListmodLMTP, ListmodSMTP
+from .moderator_mail import ModerationWorker
 from .notices import rules_refused_notice
 from .posts import enqueue_notice
 from .rulebook import RuleBook
@@ -114,6 +115,8 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                 servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
         outbox_task = asyncio.create_task(outbox.run(stopping))
         watch_task = asyncio.create_task(book.watch(stopping, config.server.reload_every))
+        moderation = ModerationWorker(config, writer, secret, outbox.wake)
+        moderation_task = asyncio.create_task(moderation.run(stopping))
         announce(banner(config, demo))
         await stopping.wait()
         log.info("stopping: no new connections; finishing the messages in progress")
@@ -126,6 +129,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                 pass
         await outbox_task
         await watch_task
+        await moderation_task
     finally:
         for server in servers:
             server.close()

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from .config import Config, ListConfig
 from .context import build_context, context_json, thread_key
 from .message import Post, parse
+from .moderation import apply_reply, send_receipts
 from .posts import Judged, PostRecord, record_intake
 from .rules import Decision, RuleSet, decide
 from .store import GroupWriter, StoreError
@@ -33,7 +34,7 @@ class Recipient:
     """What an accepted RCPT address is to us: a list's posting address or its bounce address."""
 
     mlist: ListConfig
-    role: str  # "post" | "bounces"
+    role: str  # "post" | "bounces" | "moderation"
 
 
 class ListDirectory:
@@ -44,6 +45,7 @@ class ListDirectory:
         for mlist in config.lists:
             self._by_address[mlist.address] = Recipient(mlist, "post")
             self._by_address[mlist.bounce_address] = Recipient(mlist, "bounces")
+            self._by_address[mlist.moderation_address] = Recipient(mlist, "moderation")
 
     def lookup(self, address: str) -> Recipient | None:
         return self._by_address.get(address.strip().strip("<>").lower())
@@ -220,6 +222,33 @@ class IntakeHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
+    async def _moderation_reply(self, raw: bytes, mail_from: str, addresses: list[str]) -> str:
+        """A reply to a digest (or a poster's withdraw) sent to LIST-moderation@: applied, audited
+        and receipted in one transaction; bounces and auto-replies are ignored, never answered."""
+        target = self.directory.lookup(addresses[0])
+        assert target is not None
+        probe = parse(raw, mail_from)
+        auto = [v.lower() for v in probe.header("auto-submitted") if not v.lower().startswith("no")]
+        if not mail_from or auto:
+            return "250 2.0.0 Not applied: automatic messages are not moderation replies"
+        config, secret = self.config, self.secret
+
+        def job(conn):
+            at = time.time()
+            receipt = apply_reply(conn, secret, config, raw, via_list=target.mlist, at=at)
+            send_receipts(conn, receipt, config, raw, at)
+            return receipt
+        try:
+            receipt = await asyncio.wrap_future(self.writer.submit(job))
+        except StoreError:
+            return "451 4.3.0 The reply could not be stored; please try again later"
+        except Exception:
+            log.exception("unexpected error while applying a moderation reply from %s", mail_from)
+            return "451 4.3.0 Internal error while applying the reply; please try again later"
+        self.on_accepted()
+        applied = sum(1 for r in receipt.results if r.applied)
+        return f"250 2.0.0 Reply received: {applied} of {len(receipt.results)} command(s) applied; a receipt follows"
+
     def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> tuple[Post, list[Judged]]:
         post = parse(raw, mail_from)
         ruleset = self.rules()  # one complete rule set judges the whole message, even mid-reload
@@ -244,6 +273,13 @@ class IntakeHandler:
         mail_from = envelope.mail_from or ""
         if mail_from == "<>":
             mail_from = ""
+        replies = [a for a in envelope.rcpt_tos if (t := self.directory.lookup(a)) and t.role == "moderation"]
+        if replies:
+            answer = await self._moderation_reply(raw, mail_from, replies)
+            posts = [a for a in envelope.rcpt_tos if a not in replies]
+            if not posts:
+                return "\r\n".join([answer] * len(replies)) if self.lmtp else answer
+            envelope.rcpt_tos = posts  # the rest is an ordinary post
         try:
             post, judged = self.judge(raw, mail_from, list(envelope.rcpt_tos))
             peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)

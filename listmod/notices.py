@@ -77,3 +77,24 @@ def rules_refused_notice(mlist: "ListConfig", problems: tuple[str, ...], in_forc
         "Fix these, and listmod picks the files up by itself:\n\n"
         + "\n".join(f"  {p}" for p in problems) + "\n\n`listmod check` prints the same list.\n")
     return msg.as_bytes()
+
+
+def held_notice(mlist: "ListConfig", post: "Post", short_id: str, reason: str, message_id: str,
+                hostname: str) -> bytes:
+    """Tell a poster, once, that the post awaits review, why, and how to withdraw it."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = email.utils.formataddr((f"{mlist.address} moderators", mlist.moderation_address))
+    msg["To"] = post.sender
+    msg["Subject"] = f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}"
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = message_id
+    if post.message_id:
+        msg["In-Reply-To"] = post.message_id
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Loop"] = mlist.address
+    msg.set_content(
+        f"Your post to {mlist.address} is held until a moderator has read it ({short_id}).\n\n"
+        f"Why:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
+        "You will hear from us only if it is not accepted. To take the post back, reply to this\n"
+        "message with the single word:\n\n    withdraw\n")
+    return msg.as_bytes()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import audit
 from .config import Config, ListConfig
 from .message import Post
-from .notices import escalation_notice, rejection_notice
+from .notices import escalation_notice, held_notice, rejection_notice
 from .rules import Decision
 
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
@@ -102,6 +102,11 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == "accepted":
             enqueue_copies(conn, post_id, item.mlist, at)
+        if state == "held" and item.mlist.notify_held and post.sender:
+            from .moderation import held_notice_id
+            enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
+                item.mlist, post, short_id or "", d.reason,
+                held_notice_id(secret, item.mlist.address, post_id, hostname), hostname), at)
         if escalated and item.mlist.escalation_contact:
             enqueue_notice(conn, post_id, item.mlist, item.mlist.escalation_contact,
                            escalation_notice(item.mlist, post, short_id or "", d, hostname), at)
@@ -168,7 +173,8 @@ def held_posts(conn: sqlite3.Connection, list_address: str | None = None) -> lis
 
 
 def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record: PostRecord,
-                action: str, reason: str, actor: str, at: float | None = None) -> PostRecord:
+                action: str, reason: str, actor: str, at: float | None = None,
+                source: str = "command line") -> PostRecord:
     """A person's decision on a held post: update it, audit it, deliver or notify as it requires."""
     at = time.time() if at is None else at
     current = find_post(conn, str(record.id))
@@ -180,11 +186,11 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     state = STATE_FOR_ACTION[action]
     conn.execute("UPDATE posts SET state = ?, action = ?, rule = ?, source = ?, actor = ?, reason = ?, "
                  "evidence = '', decided_at = ? WHERE id = ?",
-                 (state, action, "", "command line", actor, reason, at, current.id))
+                 (state, action, "", source, actor, reason, at, current.id))
     sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (current.message,)).fetchone()[0]
     audit.append(conn, secret, list=mlist.address, post=current.id, message_id=current.message_id,
                  sha256=sha, sender=current.sender, action=action, reason=reason, rule="",
-                 source="command line", actor=actor, at=at)
+                 source=source, actor=actor, at=at)
     if state == "accepted":
         enqueue_copies(conn, current.id, mlist, at)
     elif state == "rejected" and current.sender:

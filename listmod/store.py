@@ -17,7 +17,7 @@ import sqlite_utils
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(Exception):
@@ -69,6 +69,11 @@ def _schema(db: sqlite_utils.Database) -> None:
             db["posts"].add_column(column, kind)
     db["members"].create({"list": str, "address": str, "added_at": float},
                          pk=("list", "address"), if_not_exists=True)
+    db["replies"].create({"message_id": str, "sender": str, "received_at": float, "summary": str},
+                         pk="message_id", if_not_exists=True)
+    db["digests"].create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},
+                         pk="id", if_not_exists=True)
+    db["digest_items"].create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
     db["standing"].create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
     db["people"].create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
@@ -85,6 +90,8 @@ def _schema(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["state", "next_attempt"], if_not_exists=True)
     db["outbox"].create_index(["post"], if_not_exists=True)
     db["audit"].create_index(["post"], if_not_exists=True)
+    db["digests"].create_index(["message_id"], unique=True, if_not_exists=True)
+    db["digests"].create_index(["list", "sent_at"], if_not_exists=True)
     for verb in ("UPDATE", "DELETE"):
         db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{verb.lower()} BEFORE {verb} ON audit
                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""")

@@ -208,7 +208,8 @@ MEMBERS = ["alice@example.org", "bob@example.org", "carol@example.net"]
 
 def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: int | None = None,
                 extra_lists: str = "", rules_dir: Path | None = None, server_extra: str = "",
-                outbound_extra: str = "", list_extra: str = "", max_message_size: str = "1MB") -> Path:
+                outbound_extra: str = "", list_extra: str = "", max_message_size: str = "1MB",
+                moderators: tuple[str, ...] = ("mod@example.org",)) -> Path:
     rules = tmp / "rules"
     if not rules.exists():
         shutil.copytree(rules_dir or RULES_DIR, rules)
@@ -232,7 +233,7 @@ def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: 
         """) + server_extra + outbound + textwrap.dedent(f"""
         [[list]]
         address = "{LIST}"
-        moderators = ["mod@example.org"]
+        moderators = {json.dumps(list(moderators))}
         owner = "owner@example.org"
         """) + list_extra + extra_lists
     path = tmp / "listmod.toml"

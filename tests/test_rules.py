@@ -211,7 +211,7 @@ def ctx(**kw):
 @pytest.mark.parametrize("match, context, hit", [
     ('match.sender.trust = "trusted"', ctx(sender_trust="trusted"), True),
     ('match.sender.trust = "trusted"', ctx(), False),
-    ('match.sender.trust.equals = ["banned", "trusted"]', ctx(sender_trust="banned"), True),
+    ('match.sender.trust.equals = ["banned", "none"]', ctx(), True),
     ('match.sender.approved_posts.lt = 3', ctx(approved_posts=2), True),
     ('match.sender.approved_posts.lt = 3', ctx(approved_posts=3), False),
     ('match.sender.posts_last_hour.gt = 10', ctx(posts_last_hour=11), True),
@@ -225,7 +225,7 @@ def ctx(**kw):
     ('match.spam.score.lt = 100', ctx(), False),  # no score: no test holds
 ])
 def test_context_fields_read_what_the_store_and_the_mta_said(tmp_path, match, context, hit):
-    assert (decide(msg(), context, one_rule(tmp_path, match)).rule_id == "r") is hit
+    assert (decide(msg(), context, one_rule(tmp_path, match, action="reject")).rule_id == "r") is hit
 
 
 @pytest.mark.parametrize("match, post, hit", [
@@ -263,7 +263,7 @@ def test_exempt_senders_skip_the_rule_and_the_trace_says_why(tmp_path):
     rs = rules(tmp_path, """
         [[rule]]
         id = "x"
-        action = "hold"
+        action = "reject"
         reason = "r"
         exempt = ["moderators", "trusted"]
         match.body.contains = "plain"
@@ -336,3 +336,13 @@ def test_a_rule_after_one_that_decides_everything_is_unreachable(tmp_path):
     # a catch-all that only tags, or that exempts someone, hides nothing
     rules(tmp_path, '[[rule]]\nid = "t"\naction = "tag"\nreason = "r"\n\n'
           '[[rule]]\nid = "u"\naction = "hold"\nreason = "r"\nmatch.body.contains = "x"\n', name="10-test.toml")
+
+
+def test_banned_senders_are_rejected_and_trusted_ones_skip_review(tmp_path):
+    rs = rules(tmp_path, '[[rule]]\nid = "h"\naction = "hold"\nreason = "r"\nmatch.body.contains = "plain"\n\n'
+                         '[[rule]]\nid = "x"\naction = "reject"\nreason = "exe"\nmatch.subject.contains = "exe"\n')
+    banned = decide(msg(), ctx(sender_trust="banned"), rs)
+    assert (banned.action, banned.rule_id, banned.source) == ("reject", "banned", "builtin")
+    trusted = decide(msg(), ctx(sender_trust="trusted", sender_is_member=False), rs)
+    assert (trusted.action, trusted.rule_id) == ("accept", "trusted-sender")
+    assert decide(msg(subject="exe"), ctx(sender_trust="trusted"), rs).action == "reject"  # not a review

@@ -47,6 +47,10 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
         return _built("auto-reply", "discard",
                       "The message is an automatic reply (Precedence: auto_reply), so it is not "
                       "distributed to the list.", "Precedence: auto_reply")
+    if ctx.sender_trust == "banned":
+        return _built("banned", "reject",
+                      f"The moderators of {ctx.list_address} have banned this sender; posts from "
+                      "this address are not accepted.", f"sender.trust is banned ({post.sender})")
     if post.problems:
         return _built("unparseable", "hold",
                       "The message could not be parsed: " + "; ".join(post.problems)
@@ -97,6 +101,10 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
         if rule.lists is not _ALL_LISTS and not rule.applies_to(address):
             continue
         considered.append(rule)
+        if rule.action == "hold" and ctx.sender_trust == "trusted":
+            notes.append(RuleOutcome(rule.id, rule.source, rule.action, False,
+                                     "exempt: the moderators trust this sender to post without review"))
+            continue
         if rule.exempt:
             exempt = _exempt(rule.exempt, ctx)
             if exempt:
@@ -119,6 +127,10 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
                             tuple(considered), tuple(notes))
         tags.append(rule.id)
     done = (ruleset.digest, tuple(tags), tuple(considered), tuple(notes))
+    if ctx.sender_trust == "trusted":
+        return Decision("accept", f"The moderators of {ctx.list_address} trust this sender to post "
+                        "without review, and no rule objected.", "trusted-sender", "default", "default",
+                        "sender.trust is trusted", *done)
     if ctx.sender_is_member:
         action = ctx.default_member_action
         reason = {

@@ -1,0 +1,309 @@
+"""Moderators' replies applied: who may do what to which held post, and a receipt for every reply.
+Also the expiry of posts nobody decided."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from . import audit, tokens
+from .config import Config, ListConfig
+from .context import dkim_pass_domains
+from .digest import verify_digest_id
+from .message import parse
+from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post
+from .replies import COMMANDS, CommandLine, commands_in
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+VERB_ACTION = {"approve": "accept", "trust": "accept", "reject": "reject", "ban": "reject",
+               "discard": "discard"}
+
+
+@dataclass(frozen=True)
+class Result:
+    line: str
+    applied: bool
+    outcome: str
+    list: str = ""
+
+
+@dataclass
+class Receipt:
+    moderator: str
+    reply_id: str
+    subject: str
+    results: list[Result] = field(default_factory=list)
+    lists: set[str] = field(default_factory=set)
+    dkim_domains: set[str] = field(default_factory=set)
+
+
+def _shown(line: str) -> str:
+    """The command line without its token, as receipts and the audit show it."""
+    return re.sub(r"\b([2-9A-Za-z]{4,6})-[0-9A-Za-z]{6,}\b", r"\1", line)
+
+
+def _refuse(conn: sqlite3.Connection, secret: bytes, receipt: Receipt, cmd: CommandLine, why: str,
+            post: PostRecord | None, at: float) -> None:
+    receipt.results.append(Result(cmd.line, False, why, post.list if post else ""))
+    if post is not None:
+        receipt.lists.add(post.list)
+    audit.append(conn, secret, list=post.list if post else "", post=post.id if post else None,
+                 message_id=post.message_id if post else "", sha256="", sender=receipt.moderator,
+                 action="refused", reason=f"{_shown(cmd.line)}: {why}", rule="",
+                 source="mail command", actor=f"moderator:{receipt.moderator}", at=at)
+
+
+def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: bytes,
+                via_list: ListConfig | None = None, at: float | None = None) -> Receipt:
+    """Apply the commands in one reply (inside the caller's transaction) and say what happened.
+    `via_list` is the list whose -moderation address the reply was sent to, if any."""
+    at = time.time() if at is None else at
+    reply = parse(raw, "")
+    moderator = reply.from_address
+    receipt = Receipt(moderator, reply.message_id, reply.subject,
+                      dkim_domains=dkim_pass_domains(reply, config.server.authserv_id))
+    if via_list is not None:
+        receipt.lists.add(via_list.address)
+    commands = commands_in(raw)
+    if reply.message_id:
+        seen = conn.execute("SELECT received_at FROM replies WHERE message_id = ?",
+                            (reply.message_id,)).fetchone()
+        if seen:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen[0]))
+            for cmd in commands or [CommandLine("(the whole reply)", "", "", "", False)]:
+                _refuse(conn, secret, receipt, cmd, f"this reply ({reply.message_id}) was already "
+                        f"processed at {when}; a reply is applied once", None, at)
+            return receipt
+        conn.execute("INSERT INTO replies (message_id, sender, received_at, summary) VALUES (?, ?, ?, ?)",
+                     (reply.message_id, moderator, at, f"{len(commands)} command(s)"))
+    if not commands:
+        receipt.results.append(Result("(no command found)", False,
+                                      "no command was found above the quoted text; write e.g. "
+                                      "'approve K7Q2-TOKEN' on a line of its own"))
+        return receipt
+    references = set(_MSGID.findall(" ".join(reply.header("in-reply-to") + reply.header("references"))))
+    digests = _referenced_digests(conn, secret, references, config)
+    for cmd in commands:
+        if not cmd.known:
+            receipt.results.append(Result(cmd.line, False, f"'{cmd.verb}' is not a command; commands "
+                                          f"are: {', '.join(c for c in COMMANDS if c != 'withdraw')}"))
+            continue
+        if cmd.verb == "withdraw":
+            _withdraw(conn, secret, config, receipt, cmd, references, at)
+            continue
+        if cmd.target == "all":
+            if not digests:
+                _refuse(conn, secret, receipt, cmd, "'all' needs a reply to a digest (the reply does "
+                        "not refer to one of ours)", None, at)
+                continue
+            for digest_list, post_ids in digests.items():
+                for pid in post_ids:
+                    post = find_post(conn, str(pid))
+                    _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True,
+                               quiet_if_decided=True)
+            continue
+        if not cmd.target:
+            receipt.results.append(Result(cmd.line, False, f"{cmd.verb} needs the id of a held post, "
+                                          "e.g. 'approve K7Q2-TOKEN' as the digest prints it"))
+            continue
+        short_id, token = tokens.split_id(cmd.target)
+        try:
+            post = find_post(conn, short_id)
+        except PostNotFound:
+            _refuse(conn, secret, receipt, cmd, f"there is no post {short_id}", None, at)
+            continue
+        if token:
+            token_ok = tokens.check(tokens.post_token(secret, post.list, post.id, post.short_id or ""), token)
+            if not token_ok:
+                _refuse(conn, secret, receipt, cmd, "the token does not match this post (copy the "
+                        "line from the digest as it is)", post, at)
+                continue
+        else:
+            token_ok = post.id in digests.get(post.list, set())
+            if not token_ok:
+                _refuse(conn, secret, receipt, cmd, "the command carries no token and the reply does "
+                        "not answer a digest that lists this post", post, at)
+                continue
+        _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True)
+    return receipt
+
+
+_HELD_NOTICE = re.compile(r"<held\.(\d+)\.([0-9A-Z]+)@")
+
+
+def held_notice_id(secret: bytes, list_address: str, post_id: int, hostname: str) -> str:
+    return f"<held.{post_id}.{tokens.poster_token(secret, list_address, post_id)}@{hostname}>"
+
+
+def _withdraw(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
+              cmd: CommandLine, references: set[str], at: float) -> None:
+    """A poster takes back a held post by replying 'withdraw' to the notice that it is held."""
+    for ref in references:
+        found = _HELD_NOTICE.match(ref)
+        if not found:
+            continue
+        try:
+            post = find_post(conn, found.group(1))
+        except PostNotFound:
+            continue
+        if not tokens.check(tokens.poster_token(secret, post.list, post.id), found.group(2)):
+            continue
+        receipt.lists.add(post.list)
+        if post.sender != receipt.moderator:
+            _refuse(conn, secret, receipt, cmd, "only the poster can withdraw a post", post, at)
+            return
+        if post.state != "held":
+            who = post.actor.split(":", 1)[1] if ":" in post.actor else post.actor
+            receipt.results.append(Result(cmd.line, False, f"the post was already {post.state} by {who}; "
+                                          "it can no longer be withdrawn", post.list))
+            return
+        decide_held(conn, secret, config, post, "discard", "Withdrawn by the poster.",
+                    f"poster:{receipt.moderator}", at, source="mail command: withdraw")
+        receipt.results.append(Result(cmd.line, True, f"{post.short_id} withdrawn; it will not be "
+                                      "distributed", post.list))
+        return
+    _refuse(conn, secret, receipt, cmd, "withdraw works only as a reply to the notice that your "
+            "post is held", None, at)
+
+
+def _referenced_digests(conn: sqlite3.Connection, secret: bytes, references: set[str],
+                        config: Config) -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {}
+    for message_id in references:
+        row = conn.execute("SELECT id, list, sent_at FROM digests WHERE message_id = ?", (message_id,)).fetchone()
+        if row is None or not verify_digest_id(secret, row[1], message_id):
+            continue
+        mlist = config.list_for(row[1])
+        if mlist is None or time.time() - row[2] > mlist.expire_after:
+            continue  # an expired digest authorises nothing
+        found.setdefault(row[1], set()).update(
+            pid for (pid,) in conn.execute("SELECT post FROM digest_items WHERE digest = ?", (row[0],)))
+    return found
+
+
+def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
+               cmd: CommandLine, post: PostRecord, via_list: ListConfig | None, at: float,
+               token_ok: bool, quiet_if_decided: bool = False) -> None:
+    mlist = config.list_for(post.list)
+    if mlist is None:
+        _refuse(conn, secret, receipt, cmd, f"post {post.short_id} belongs to {post.list}, which is "
+                "no longer configured", post, at)
+        return
+    if via_list is not None and via_list.address != mlist.address:
+        _refuse(conn, secret, receipt, cmd, f"post {post.short_id} belongs to {mlist.address}, not "
+                f"to {via_list.address}", post, at)
+        return
+    if receipt.moderator not in mlist.moderators:
+        _refuse(conn, secret, receipt, cmd, f"{receipt.moderator or 'the sender'} is not a moderator "
+                f"of {mlist.address}", post, at)
+        return
+    if mlist.require_dkim and receipt.moderator.rsplit("@", 1)[-1] not in receipt.dkim_domains:
+        _refuse(conn, secret, receipt, cmd, f"{mlist.address} requires a DKIM signature of "
+                f"{receipt.moderator.rsplit('@', 1)[-1]} that passed, and the reply has none", post, at)
+        return
+    receipt.lists.add(mlist.address)
+    if post.state != "held":
+        if quiet_if_decided:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(post.decided_at or 0))
+        who = post.actor.split(":", 1)[1] if ":" in post.actor else post.actor
+        receipt.results.append(Result(cmd.line, False, f"already {post.state} by {who} at {when}; "
+                                      "nothing changed", mlist.address))
+        return
+    if cmd.verb == "defer":
+        receipt.results.append(Result(cmd.line, True, f"{post.short_id} stays held", mlist.address))
+        return
+    action = VERB_ACTION[cmd.verb]
+    reason = cmd.reason or {"accept": f"Approved by a moderator of {mlist.address}.",
+                            "reject": f"A moderator of {mlist.address} did not accept the post.",
+                            "discard": f"Discarded by a moderator of {mlist.address}."}[action]
+    actor = f"moderator:{receipt.moderator}"
+    try:
+        done = decide_held(conn, secret, config, post, action, reason, actor, at,
+                           source=f"mail command: {_shown(cmd.line)}")
+    except AlreadyDecided as err:
+        receipt.results.append(Result(cmd.line, False, str(err), mlist.address))
+        return
+    if cmd.verb in ("trust", "ban") and post.sender:
+        level = "trusted" if cmd.verb == "trust" else "banned"
+        conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) "
+                     "VALUES (?, ?, ?, ?, ?)", (mlist.address, post.sender, level, actor, at))
+    what = {"accepted": "approved; it is being delivered", "rejected": "rejected; the poster is told why",
+            "discarded": "discarded"}[done.state]
+    if cmd.verb == "trust":
+        what += f"; {post.sender} now posts without review"
+    if cmd.verb == "ban":
+        what += f"; later posts from {post.sender} are rejected"
+    receipt.results.append(Result(cmd.line, True, f"{post.short_id} {what}", mlist.address))
+
+
+def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "") -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.moderation_address))
+    msg["To"] = ", ".join(mlist.moderators)
+    msg["Subject"] = f"Re: {receipt.subject}" if receipt.subject and not receipt.subject.lower().startswith("re:") \
+        else (receipt.subject or f"[{mlist.address}] moderation receipt")
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid("receipt", domain=hostname)
+    if receipt.reply_id:
+        msg["In-Reply-To"] = receipt.reply_id
+        msg["References"] = (references + " " + receipt.reply_id).strip()
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Loop"] = mlist.address
+    lines = [f"{receipt.moderator or 'Someone'} sent these commands for {mlist.address}:", ""]
+    for r in receipt.results:
+        if r.list and r.list != mlist.address:
+            continue
+        lines.append(f"  {_shown(r.line)}")
+        lines.append(f"      {'done' if r.applied else 'NOT applied'}: {r.outcome}")
+    lines.append("")
+    msg.set_content("\n".join(lines))
+    return msg.as_bytes()
+
+
+def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, raw: bytes,
+                  at: float) -> int:
+    """Queue the receipt to every moderator of each list involved (and to the sender if they are
+    none of them), threaded under the reply."""
+    reply = parse(raw, "")
+    references = " ".join(reply.header("references") or reply.header("in-reply-to"))
+    sent = 0
+    lists = [config.list_for(a) for a in sorted(receipt.lists)]
+    for mlist in [m for m in lists if m is not None]:
+        body = receipt_message(receipt, mlist, config.server.hostname, references)
+        recipients = list(mlist.moderators)
+        if receipt.moderator and receipt.moderator not in recipients:
+            recipients.append(receipt.moderator)
+        for rcpt in recipients:
+            enqueue_notice(conn, None, mlist, rcpt, body, at)
+            sent += 1
+    if not lists and receipt.moderator and config.lists:
+        mlist = config.lists[0]
+        enqueue_notice(conn, None, mlist, receipt.moderator,
+                       receipt_message(receipt, mlist, config.server.hostname, references), at)
+        sent += 1
+    return sent
+
+
+def expire_held(conn: sqlite3.Connection, secret: bytes, config: Config, at: float) -> int:
+    """Posts held longer than their list's expire_after get its expire_action."""
+    expired = 0
+    for mlist in config.lists:
+        rows = conn.execute("SELECT id FROM posts WHERE list = ? AND state = 'held' AND created_at < ?",
+                            (mlist.address, at - mlist.expire_after)).fetchall()
+        for (pid,) in rows:
+            post = find_post(conn, str(pid))
+            action = mlist.expire_action if mlist.expire_action != "hold" else "reject"
+            reason = {"reject": f"No moderator of {mlist.address} reviewed the post within "
+                                f"{int(mlist.expire_after // 3600) or 1} hour(s), so it was not distributed.",
+                      "accept": "No moderator objected in time; the post was accepted.",
+                      "discard": "No moderator reviewed the post in time; it was discarded."}[action]
+            decide_held(conn, secret, config, post, action, reason, "expiry", at, source="expire_after")
+            expired += 1
+    return expired
+

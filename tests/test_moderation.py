@@ -1,0 +1,181 @@
+"""Moderation by mail through the daemon's SMTP -moderation address: digests, commands, receipts,
+and every kind of bad reply refused, answered and audited."""
+
+import re
+import time
+from email import message_from_bytes
+from email.policy import default
+
+import pytest
+
+from conftest import LIST, MEMBERS, post_bytes, wait_until
+
+MODS = ("mod@example.org", "mod2@example.org")
+MODERATION = "dev-moderation@example.org"
+
+
+@pytest.fixture
+def daemon(sink, make_daemon):
+    return make_daemon(sink, moderators=MODS)
+
+
+def digests(d):
+    folder = d.dir / "var" / "moderation-maildir" / "new"
+    return [message_from_bytes(p.read_bytes(), policy=default) for p in sorted(folder.glob("*"),
+                                                                                key=lambda p: p.stat().st_mtime)]
+
+
+def summary(digest) -> str:
+    return next(digest.iter_parts()).get_content()
+
+
+def command_for(digest, verb: str, n: int = 1) -> str:
+    lines = [l.strip() for l in summary(digest).splitlines() if l.strip().startswith(verb + " ")]
+    return lines[n - 1].replace(" <reason for the poster>", "")
+
+
+def reply(frm: str, text: str, digest=None, message_id: str | None = None, extra: str = "") -> bytes:
+    refs = f"In-Reply-To: {digest['Message-ID']}\r\nReferences: {digest['Message-ID']}\r\n" if digest else ""
+    mid = message_id or f"<reply-{time.time_ns()}@client.example>"
+    return (f"From: {frm}\r\nTo: {MODERATION}\r\nSubject: Re: held posts\r\nMessage-ID: {mid}\r\n{refs}{extra}"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\r\n"
+            f"On Wed, 25 Nov 2026, dev moderation wrote:\r\n> approve QQQQ-DECOYDECOY\r\n> old text\r\n").encode()
+
+
+def text_of(message) -> str:
+    """The first text part of a received message, decoded."""
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    return ""
+
+
+def hold(d, subject="Question", sender="stranger@example.net"):
+    mid = f"<held-{time.time_ns()}@t>"
+    d.send(sender, LIST, post_bytes(sender=sender, subject=subject, message_id=mid))
+    return mid
+
+
+def test_held_posts_arrive_in_a_multipart_digest_with_each_post_attached(daemon, sink):
+    mid = hold(daemon)
+    digest = wait_until(lambda: digests(daemon), what="a digest")[0]
+    assert digest.get_content_type() == "multipart/digest"
+    parts = list(digest.iter_parts())
+    assert parts[0].get_content_type() == "text/plain"
+    assert [p.get_content_type() for p in parts[1:]] == ["message/rfc822"]
+    assert parts[1].get_payload()[0]["Message-ID"] == mid
+    text = summary(digest)
+    assert "stranger@example.net" in text and "default-nonmember" in text
+    assert re.search(r"approve [2-9A-Z]{4}-[A-Z2-7]{8}", text)
+    assert digest["Reply-To"] == MODERATION
+    # and mailed to both moderators through [outbound]
+    wait_until(lambda: {r for r, m in sink.copies() if m.message["Message-ID"] == digest["Message-ID"]} == set(MODS),
+               what="the digest mailed to the moderators")
+
+
+def test_an_approve_reply_delivers_and_every_moderator_gets_the_receipt(daemon, sink):
+    mid = hold(daemon)
+    digest = wait_until(lambda: digests(daemon), what="a digest")[0]
+    daemon.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "approve")))
+    wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what="delivery after approval")
+    for moderator in MODS:
+        got = wait_until(lambda: [m.message for r, m in sink.copies() if r == moderator
+                                  and m.message["Subject"].startswith("Re: ")], what=f"receipt for {moderator}")
+        body = text_of(got[0])
+        assert "done:" in body and "approved; it is being delivered" in body
+    last = daemon.cli_json("audit")[-1]
+    assert (last["action"], last["actor"]) == ("accept", "moderator:mod@example.org")
+    assert last["source"].startswith("mail command: approve ")
+    assert "QQQQ" not in last["source"]
+
+
+@pytest.mark.parametrize("case", ["non-moderator", "altered token", "other list", "replayed"])
+def test_bad_replies_change_nothing_and_are_answered_and_audited(sink, make_daemon, case):
+    d = make_daemon(sink, moderators=MODS, extra_lists='\n[[list]]\naddress = "users@example.org"\n'
+                                                       'moderators = ["mod@example.org"]\n')
+    hold(d)
+    digest = wait_until(lambda: digests(d), what="a digest")[0]
+    command = command_for(digest, "approve")
+    sender, to = "mod@example.org", MODERATION
+    if case == "non-moderator":
+        sender = "stranger@example.net"
+    elif case == "altered token":
+        command = command[:-1] + ("A" if command[-1] != "A" else "B")
+    elif case == "other list":
+        to = "users-moderation@example.org"
+    raw = reply(sender, command, message_id="<same@client.example>")
+    if case == "replayed":
+        d.send(sender, to, raw)   # first time: applied
+    d.send(sender, to, raw)
+    time.sleep(0.3)
+    expected = {"non-moderator": "is not a moderator of dev@example.org",
+                "altered token": "the token does not match",
+                "other list": "belongs to dev@example.org, not to users@example.org",
+                "replayed": "was already processed"}[case]
+    receipt = wait_until(lambda: [m.message for r, m in sink.copies() if r == sender
+                                  and expected in text_of(m.message)],
+                         what="a receipt that says why")[0]
+    assert "NOT applied" in text_of(receipt)
+    refused = [r for r in d.cli_json("audit") if r["action"] == "refused"]
+    assert refused and expected in refused[-1]["reason"]
+    queue = d.cli_json("queue")
+    if case == "replayed":
+        assert queue == []  # applied once, not twice
+        assert [r["action"] for r in d.cli_json("audit")].count("accept") == 1
+    else:
+        assert len(queue) == 1
+
+
+def test_short_ids_and_approve_all_work_in_a_reply_to_the_digest(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
+    first, second = hold(d, "one"), hold(d, "two", sender="other@example.net")
+    digest = wait_until(lambda: [g for g in digests(d) if "2 post(s)" in summary(g)], 20,
+                        "a digest listing both posts")[-1]
+    d.send("mod2@example.org", MODERATION, reply("mod2@example.org", "approve all", digest))
+    for mid in (first, second):
+        wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what=f"delivery of {mid}")
+    assert d.cli_json("queue") == []
+    third = hold(d, "three")
+    digest = wait_until(lambda: [g for g in digests(d) if "three" in summary(g)], 20, "a third digest")[-1]
+    short = command_for(digest, "discard").split()[1].split("-")[0]
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"discard {short}", digest))
+    wait_until(lambda: d.cli_json("queue") == [], what="the short-id discard")
+    assert sink.copies_for(third) == []
+
+
+def test_the_next_digest_says_what_was_decided_and_by_whom(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
+    hold(d, "first")
+    digest = wait_until(lambda: digests(d), what="a digest")[0]
+    short = command_for(digest, "reject").split()[1].split("-")[0]
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "reject") + " off topic"))
+    wait_until(lambda: d.cli_json("queue") == [], what="the rejection")
+    hold(d, "second")
+    later = wait_until(lambda: [g for g in digests(d) if "second" in summary(g)], 20, "the next digest")[-1]
+    assert f"Decided since the last digest: {short} rejected by mod@example.org (off topic)" in summary(later)
+
+
+def test_a_poster_can_withdraw_until_a_moderator_decides(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra="notify_held = true\n")
+    hold(d, sender="stranger@example.net")
+    notice = wait_until(lambda: [m.message for r, m in sink.copies() if r == "stranger@example.net"],
+                        what="the held notice")[0]
+    raw = (f"From: stranger@example.net\r\nTo: {MODERATION}\r\nSubject: Re: {notice['Subject']}\r\n"
+           f"Message-ID: <w1@client>\r\nIn-Reply-To: {notice['Message-ID']}\r\n\r\nwithdraw\r\n").encode()
+    d.send("stranger@example.net", MODERATION, raw)
+    wait_until(lambda: d.cli_json("queue") == [], what="the withdrawal")
+    last = d.cli_json("audit")[-1]
+    assert (last["action"], last["actor"]) == ("discard", "poster:stranger@example.net")
+
+
+def test_reminders_and_expiry_follow_the_configured_times(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra='remind_after = "1s"\nexpire_after = "3s"\n'
+                                                       'digest_every = "1s"\n')
+    hold(d, sender="stranger@example.net")
+    wait_until(lambda: any("REMINDER" in summary(g) for g in digests(d)), 10, "a reminder in a digest")
+    wait_until(lambda: d.cli_json("queue") == [], 10, "expiry")
+    last = d.cli_json("audit")[-1]
+    assert (last["action"], last["actor"]) == ("reject", "expiry")
+    assert "No moderator of dev@example.org reviewed the post" in last["reason"]
+    wait_until(lambda: [m for r, m in sink.copies() if r == "stranger@example.net"
+                        and "not accepted" in m.message["Subject"]], what="the poster's notice")
