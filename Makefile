@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/listmod serve
 
-## test: install what the tests need and run the whole suite
+## test: install what the tests need (the venv, and Dovecot for IMAP) and run the whole suite
 test: $(STAMP)
+	bash .ci/install-servers
 	$(BIN)/python -m pytest -q
 
 ## test-fast: the suite without the long crash and load tests
 test-fast: $(STAMP)
+	bash .ci/install-servers
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 ## bench: the benchmarks in benchmarks/ (not part of the tests)

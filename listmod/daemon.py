@@ -115,7 +115,14 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                 servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
         outbox_task = asyncio.create_task(outbox.run(stopping))
         watch_task = asyncio.create_task(book.watch(stopping, config.server.reload_every))
-        moderation = ModerationWorker(config, writer, secret, outbox.wake)
+        imap_task = None
+        append = None
+        if config.imap is not None:
+            from .imap import ImapWorker
+            imap_worker = ImapWorker(config, writer, secret, outbox.wake)
+            append = imap_worker.append
+            imap_task = asyncio.create_task(imap_worker.run(stopping))
+        moderation = ModerationWorker(config, writer, secret, outbox.wake, append=append)
         moderation_task = asyncio.create_task(moderation.run(stopping))
         announce(banner(config, demo))
         await stopping.wait()
@@ -130,6 +137,8 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         await outbox_task
         await watch_task
         await moderation_task
+        if imap_task is not None:
+            await asyncio.wait_for(imap_task, timeout=30)
     finally:
         for server in servers:
             server.close()

@@ -17,7 +17,7 @@ import sqlite_utils
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(Exception):
@@ -73,6 +73,8 @@ def _schema(db: sqlite_utils.Database) -> None:
                          pk="message_id", if_not_exists=True)
     db["digests"].create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},
                          pk="id", if_not_exists=True)
+    db["imap_state"].create({"folder": str, "uidvalidity": int, "last_uid": int}, pk="folder",
+                            if_not_exists=True)
     db["digest_items"].create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
     db["standing"].create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)

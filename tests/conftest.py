@@ -247,9 +247,11 @@ def make_daemon(tmp_path: Path):
     made: list[Daemon] = []
 
     def build(sink: Sink | None = None, *, start: bool = True, members: list[str] = MEMBERS,
-              lmtp: bool = False, **config) -> Daemon:
+              lmtp: bool = False, files: dict[str, str] | None = None, **config) -> Daemon:
         home = tmp_path / f"d{len(made)}"
         home.mkdir()
+        for name, text in (files or {}).items():
+            (home / name).write_text(text)
         smtp_port = free_port()
         lmtp_port = free_port() if lmtp else None
         path = make_config(home, sink_port=sink.port if sink else None, smtp_port=smtp_port,
