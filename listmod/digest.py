@@ -14,6 +14,7 @@ from pathlib import Path
 from email.message import Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
+from email.charset import QP, Charset
 from email.mime.text import MIMEText
 from email.parser import BytesParser
 from email.policy import compat32
@@ -124,7 +125,13 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     outer["Message-ID"] = message_id
     outer["Auto-Submitted"] = "auto-generated"
     outer["X-Loop"] = mlist.address
-    summary = MIMEText("\n".join(lines), "plain", "utf-8")
+    text = "\n".join(lines)
+    if text.isascii():
+        summary = MIMEText(text, "plain", "us-ascii")
+    else:  # quoted-printable, not base64: the commands stay readable in any client's source view
+        charset = Charset("utf-8")
+        charset.body_encoding = QP
+        summary = MIMEText(text, "plain", charset)
     outer.attach(summary)
     for post in held:
         inner: Message = BytesParser(policy=compat32).parsebytes(raws.get(post.id, b""))

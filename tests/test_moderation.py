@@ -179,3 +179,42 @@ def test_reminders_and_expiry_follow_the_configured_times(sink, make_daemon):
     assert "No moderator of dev@example.org reviewed the post" in last["reason"]
     wait_until(lambda: [m for r, m in sink.copies() if r == "stranger@example.net"
                         and "not accepted" in m.message["Subject"]], what="the poster's notice")
+
+
+CLIENT_REPLIES = ["001-talon-android.eml", "002-talon-aol.eml", "003-talon-apple_mail.eml", "004-talon-gmail.eml",
+                  "005-talon-hotmail.eml", "006-talon-iphone.eml", "007-talon-outlook.eml",
+                  "008-talon-thunderbird.eml", "009-talon-yahoo.eml"]
+
+
+def test_replies_written_by_real_mail_clients_approve_through_the_daemon(sink, make_daemon):
+    from email.parser import BytesParser
+    from email.policy import compat32
+
+    from conftest import DATA
+    from test_replies import with_command
+    d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "0.5s"\n')
+    for n, name in enumerate(CLIENT_REPLIES):
+        mid = hold(d, f"post {n}")
+        digest = wait_until(lambda: [g for g in digests(d) if f"post {n}" in summary(g)], 20,
+                            f"the digest for post {n}")[-1]
+        line = next(l for l in command_for_all(digest, "approve") if f"post {n}" in l[1])[0]
+        raw = with_command((DATA / "replies" / name).read_bytes(), line)
+        msg = BytesParser(policy=compat32).parsebytes(raw)
+        for header in ("From", "Message-ID", "To"):
+            del msg[header]
+        msg["From"] = "mod2@example.org"
+        msg["To"] = MODERATION
+        msg["Message-ID"] = f"<client-{n}@client.example>"
+        d.send("mod2@example.org", MODERATION, msg.as_bytes())
+        wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), 20, f"delivery after the {name} reply")
+
+
+def command_for_all(digest, verb):
+    """(command line, the block of text about that post) for each post of a digest."""
+    blocks = re.split(r"\n(?=\[\d+\] )", summary(digest))
+    out = []
+    for block in blocks:
+        for line in block.splitlines():
+            if line.strip().startswith(verb + " "):
+                out.append((line.strip().replace(" <reason for the poster>", ""), block))
+    return out

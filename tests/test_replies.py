@@ -40,7 +40,7 @@ def _quote_start(line: str) -> bool:
         or bool(re.match(r"^-+\s*original message", s, re.I)) or bool(re.match(r"^(from|von):", s, re.I))
 
 
-def insert_plain(text: str) -> str:
+def insert_plain(text: str, command: str = COMMAND) -> str:
     lines = text.split("\n")
     first_quote = next((i for i, l in enumerate(lines) if _quote_start(l)), None)
     own_before = first_quote is None or any(l.strip() for l in lines[:first_quote])
@@ -51,7 +51,7 @@ def insert_plain(text: str) -> str:
         while at < len(lines) and (lines[at].strip().startswith(">") or _quote_start(lines[at])
                                    or re.match(r"^\w+:\s", lines[at]) or not lines[at].strip()):
             at += 1
-    lines.insert(at, COMMAND)
+    lines.insert(at, command)
     # a decoy inside the first quoted block (after its first line)
     quoted = [i for i, l in enumerate(lines) if l.strip().startswith(">")]
     if quoted:
@@ -63,17 +63,17 @@ def insert_plain(text: str) -> str:
     return "\n".join(lines)
 
 
-def insert_html(html: str) -> str:
+def insert_html(html: str, command: str = COMMAND) -> str:
     body = re.search(r"<body[^>]*>", html, re.I)
     at = body.end() if body else 0
-    html = html[:at] + f"<div>{COMMAND}</div>" + html[at:]
+    html = html[:at] + f"<div>{command}</div>" + html[at:]
     quote = re.search(r"<blockquote[^>]*>", html, re.I)
     if quote:
         html = html[:quote.end()] + f"<div>{DECOY}</div>" + html[quote.end():]
     return html
 
 
-def with_command(raw: bytes) -> bytes:
+def with_command(raw: bytes, command: str = COMMAND) -> bytes:
     """The same message with the command typed in, re-encoded as its client encoded it."""
     msg = BytesParser(policy=compat32).parsebytes(raw)
     part = _text_part(msg)
@@ -84,7 +84,7 @@ def with_command(raw: bytes) -> bytes:
         text = payload.decode(charset)
     except (LookupError, UnicodeDecodeError):
         charset, text = "utf-8", payload.decode("utf-8", "replace")
-    text = insert_html(text) if part.get_content_type() == "text/html" else insert_plain(text)
+    text = insert_html(text, command) if part.get_content_type() == "text/html" else insert_plain(text, command)
     data = text.encode(charset if charset.lower() != "us-ascii" else "ascii", "replace")
     cte = str(part.get("Content-Transfer-Encoding", "")).lower()
     if cte == "base64":
