@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from email_validator import EmailNotValidError, validate_email
+from .addresses import checked
 
 from .tomlfile import ConfigError, Locator, did_you_mean, load, parse_duration, parse_size
 
@@ -276,12 +276,7 @@ def normalize_address(value: Any) -> str:
     """A bare mail address, checked and lower-cased; raises ValueError saying what is wrong."""
     if not isinstance(value, str):
         raise TypeError
-    try:
-        checked = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=True,
-                                 test_environment=True, globally_deliverable=False)
-    except EmailNotValidError as err:
-        raise ValueError(f"{value!r} is not a mail address: {err}") from None
-    return checked.normalized.lower()
+    return checked(value)
 
 
 def _addresses(value: Any) -> tuple[str, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import functools
 import email.errors
 import email.header
 import email.utils
@@ -15,7 +14,7 @@ from email.parser import BytesParser
 from email.policy import compat32
 from html.parser import HTMLParser
 
-from email_validator import EmailNotValidError, validate_email
+from .addresses import clean
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ _parser = BytesParser(policy=compat32)
 def parse(raw: bytes, envelope_sender: str = "") -> Post:
     """Turn raw bytes into a Post. Any failure is described in Post.problems, never raised."""
     digest = hashlib.sha256(raw).hexdigest()
-    envelope = _clean_address(envelope_sender)
+    envelope = clean(envelope_sender)
     try:
         return _parse(raw, digest, envelope)
     except Exception as err:  # the parser promises never to raise: describe, don't crash
@@ -296,27 +295,12 @@ def _from(msg: Message) -> tuple[str, str]:
     values = msg.get_all("From") or []
     for value in values:
         name, address = email.utils.parseaddr(header_text(value))
-        checked = _clean_address(address)
+        checked = clean(address)
         if checked:
             return name, checked
     return "", ""
 
 
-@functools.lru_cache(maxsize=4096)  # the same few thousand senders write most posts
-def _clean_address(address: str | None) -> str:
-    """A valid, lower-cased address, or "" when it is empty or not an address at all."""
-    if not address:
-        return ""
-    address = address.strip().strip("<>")
-    if "@" not in address:
-        return ""
-    try:
-        return validate_email(address, check_deliverability=False, allow_smtputf8=True,
-                              allow_quoted_local=True, allow_domain_literal=True,
-                              test_environment=True, globally_deliverable=False
-                              ).normalized.lower()
-    except (EmailNotValidError, Exception):
-        return ""
 
 
 def _first_msgid(value: object) -> str:

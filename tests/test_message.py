@@ -81,3 +81,9 @@ def test_count_links():
     assert count_links("see https://a.example/x, www.b.example and HTTP://C.example") == 3
     assert count_links("https://www.example.org is one link") == 1
     assert count_links("mail me at x@www.example.org; ftp://files.example") == 0
+
+
+def test_internal_and_special_use_domains_are_addresses_too():
+    # lists on internal names (and the embedded demo on .localhost) must recognise their moderators
+    for address in ("moderator@listmod.localhost", "a@lists.internal", "b@host.lan", "c@x.test"):
+        assert parse(f"From: {address}\r\n\r\nx\r\n".encode(), "").from_address == address
