@@ -218,3 +218,72 @@ def command_for_all(digest, verb):
             if line.strip().startswith(verb + " "):
                 out.append((line.strip().replace(" <reason for the poster>", ""), block))
     return out
+
+
+def test_withdraw_after_a_moderator_decided_changes_nothing(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra="notify_held = true\n")
+    mid = hold(d, sender="stranger@example.net")
+    notice = wait_until(lambda: [m.message for r, m in sink.copies() if r == "stranger@example.net"],
+                        what="the held notice")[0]
+    digest = wait_until(lambda: digests(d), what="a digest")[0]
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "approve")))
+    wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what="delivery")
+    raw = (f"From: stranger@example.net\r\nTo: {MODERATION}\r\nSubject: Re: x\r\nMessage-ID: <w2@client>\r\n"
+           f"In-Reply-To: {notice['Message-ID']}\r\n\r\nwithdraw\r\n").encode()
+    d.send("stranger@example.net", MODERATION, raw)
+    receipt = wait_until(lambda: [m.message for r, m in sink.copies() if r == "stranger@example.net"
+                                  and "can no longer be withdrawn" in text_of(m.message)], what="the answer")
+    assert "already accepted by mod@example.org" in text_of(receipt[0])
+    assert [r["action"] for r in d.cli_json("audit")] == ["hold", "accept"]
+
+
+def test_require_dkim_refuses_replies_without_a_passing_signature(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra="require_dkim = true\n",
+                    server_extra='authserv_id = "mx.example.org"\n')
+    mid = hold(d)
+    digest = wait_until(lambda: digests(d), what="a digest")[0]
+    forged_ar = "Authentication-Results: evil.example; dkim=pass header.d=example.org\r\n"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "approve"), extra=forged_ar))
+    wait_until(lambda: [m for r, m in sink.copies() if r == "mod@example.org"
+                        and "requires a DKIM signature" in text_of(m.message)], what="the refusal")
+    assert len(d.cli_json("queue")) == 1
+    good_ar = "Authentication-Results: mx.example.org; dkim=pass (ok) header.d=example.org\r\n"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "approve"), extra=good_ar))
+    wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what="delivery with a good signature")
+
+
+def test_digests_wait_for_their_interval_unless_escalated_or_the_queue_is_long(tmp_path):
+    from listmod.config import ListConfig
+    from listmod.digest import build_digest, digest_due, record_digest
+    from listmod.message import parse
+    from listmod.posts import Judged, record_intake
+    from listmod.rules import Decision
+    from listmod.store import Store
+
+    store = Store(tmp_path / "db.sqlite3", b"k" * 32)
+    mlist = ListConfig(address=LIST, moderators=MODS, digest_every=3600, digest_max_items=5)
+
+    def held(n, action="hold"):
+        with store.transaction() as conn:
+            raw = f"From: p{n}@example.net\r\nSubject: s{n}\r\nMessage-ID: <m{n}@t>\r\n\r\nx\r\n".encode()
+            record_intake(conn, b"k" * 32, raw=raw, envelope_from=f"p{n}@example.net", rcpt_tos=[LIST],
+                          peer="t", post=parse(raw, f"p{n}@example.net"),
+                          judged=[Judged(mlist, Decision(action, "r", "rule", "src", "rules"))], at=now)
+
+    now = 1_000_000.0
+    conn = store.connect()
+    held(1)
+    assert digest_due(conn, mlist, now)                      # the first one: at once
+    with store.transaction() as c:
+        record_digest(c, build_digest(c, b"k" * 32, mlist, "h", now), now)
+    held(2)
+    assert not digest_due(conn, mlist, now + 60)             # within the hour: waits
+    held(3, action="escalate")
+    assert digest_due(conn, mlist, now + 60)                 # an escalation: at once
+    with store.transaction() as c:
+        record_digest(c, build_digest(c, b"k" * 32, mlist, "h", now + 60), now + 60)
+    held(4)
+    assert not digest_due(conn, mlist, now + 120)
+    held(5)                                                  # 5 held now: digest_max_items reached
+    assert digest_due(conn, mlist, now + 120)
+    assert digest_due(conn, mlist, now + 120 + 3600)         # and any new post after the interval
