@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-fast bench check clean
+.PHONY: run test test-fast bench lint check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "listmod needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -30,6 +30,15 @@ test-fast: $(STAMP)
 ## bench: the benchmarks in benchmarks/ (not part of the tests)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/intake.py
+	$(BIN)/python benchmarks/rules.py
+	bash .ci/install-servers
+	$(BIN)/python benchmarks/moderation.py
+
+## lint: ruff and mypy, as configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/pip install --quiet ruff mypy
+	$(BIN)/ruff check listmod tests benchmarks
+	$(BIN)/mypy listmod
 
 check: $(STAMP)
 	$(BIN)/listmod check

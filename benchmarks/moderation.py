@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from aiosmtpd.controller import Controller  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
-
 from servers import Dovecot  # noqa: E402
 
 LIST = "bench@example.org"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Any
 
 GENESIS = "0" * 64
 
@@ -65,7 +67,7 @@ def append(conn: sqlite3.Connection, secret: bytes, *, list: str, post: int | No
     """Append one record; must run inside the caller's write transaction (which serialises seq)."""
     last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    fields = {
+    fields: dict[str, Any] = {
         "seq": seq, "time": round(at if at is not None else time.time(), 6), "list": list,
         "post": post, "message_id": message_id, "sha256": sha256,
         "sender": remember_person(conn, secret, sender), "action": action, "reason": reason,
@@ -97,7 +99,7 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
     cursor = conn.execute(f"SELECT {', '.join(HASHED)}, hash FROM audit ORDER BY seq")
     for row in cursor:
         count += 1
-        fields = dict(zip(HASHED + ("hash",), row))
+        fields = dict(zip(HASHED + ("hash",), row, strict=True))
         seq = fields["seq"]
         if seq != expected_seq:
             problems.append(f"record {seq}: expected sequence number {expected_seq}; records are missing")
@@ -113,7 +115,8 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
 def read(conn: sqlite3.Connection, since: float | None = None, list: str | None = None,
          limit: int | None = None) -> Iterator[AuditRecord]:
     """Records in order, with each sender's address joined back (the pseudonym if forgotten)."""
-    where, args = [], []
+    where: builtins.list[str] = []  # (`list` is a parameter here)
+    args: builtins.list[Any] = []
     if since is not None:
         where.append("a.time >= ?")
         args.append(since)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit as audit_trail
-from .config import Config, normalize_address, load_config
+from .config import Config, load_config, normalize_address
 from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts
 from .rules import load_rules
 from .store import Store, load_or_create_secret

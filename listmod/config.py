@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .addresses import checked
-
 from .tomlfile import ConfigError, Locator, did_you_mean, load, parse_duration, parse_size
 
 ACTIONS_FOR_DEFAULTS = ("accept", "hold", "reject", "discard")

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import sqlite3
+from typing import Any
 
 from .config import Config, ListConfig
 from .message import Post
@@ -99,7 +100,7 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
         auth=authentication_results(post, config.server.authserv_id),
         spam_score=spam_score(post, config.server.spam_score_header),
     )
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
     # counters are counted up to COUNT_CAP: enough for any rule, and bounded in cost
     if "sender.approved_posts" in needs:
         counts["approved_posts"] = conn.execute(

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .config import DEMO_MEMBERS, Config
 from .delivery import Outbox
@@ -132,7 +132,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         for server in servers:
             try:  # on 3.12+ this waits for open connections too; don't let an idle client hold us
                 await asyncio.wait_for(server.wait_closed(), timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await outbox_task
         await watch_task

@@ -345,7 +345,7 @@ class Outbox:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             for batch in self._batches(copies):
@@ -420,6 +420,7 @@ class Outbox:
         the time between the server's 250 and that commit is the only window for a duplicate."""
         state = self._thread_state()
         outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
+        assert self.journal is not None  # opened by run() before any batch is claimed
         self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
         try:
             with immediate(state.conn):

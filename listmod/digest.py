@@ -10,19 +10,20 @@ import sqlite3
 import textwrap
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from email.charset import QP, Charset
 from email.message import Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
-from email.charset import QP, Charset
 from email.mime.text import MIMEText
 from email.parser import BytesParser
 from email.policy import compat32
+from pathlib import Path
 
 from . import tokens
 from .config import ListConfig
 from .message import parse
 from .posts import PostRecord, held_posts
+from .store import insert
 
 
 def digest_mac(secret: bytes, list_address: str, core: str) -> str:
@@ -60,8 +61,8 @@ class Digest:
 
 
 def _excerpt(raw: bytes) -> list[str]:
-    lines = [l.strip() for l in parse(raw).body.splitlines() if l.strip() and not l.startswith(">")]
-    return [textwrap.shorten(l, 76, placeholder=" ...") for l in lines[:2]]
+    lines = [t.strip() for t in parse(raw).body.splitlines() if t.strip() and not t.startswith(">")]
+    return [textwrap.shorten(t, 76, placeholder=" ...") for t in lines[:2]]
 
 
 def decided_since(conn: sqlite3.Connection, mlist: ListConfig, since: float) -> list[str]:
@@ -106,7 +107,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
                      + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append(f"    Subject: {post.subject or '(no subject)'}")
         lines.append(f"    Held by {post.rule} ({post.source}): {post.reason}")
-        lines += [f"    | {l}" for l in _excerpt(raws.get(post.id, b""))]
+        lines += [f"    | {t}" for t in _excerpt(raws.get(post.id, b""))]
         lines.append(f"    approve {cid}")
         lines.append(f"    reject {cid} <reason for the poster>")
         lines.append(f"    discard {cid}")
@@ -131,7 +132,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     else:  # quoted-printable, not base64: the commands stay readable in any client's source view
         charset = Charset("utf-8")
         charset.body_encoding = QP
-        summary = MIMEText(text, "plain", charset)
+        summary = MIMEText(text, "plain", charset)  # type: ignore[arg-type]  # a Charset is accepted
     outer.attach(summary)
     for post in held:
         inner: Message = BytesParser(policy=compat32).parsebytes(raws.get(post.id, b""))
@@ -143,8 +144,8 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
 
 
 def record_digest(conn: sqlite3.Connection, digest: Digest, at: float) -> int:
-    digest_id = conn.execute("INSERT INTO digests (list, message_id, sent_at, items) VALUES (?, ?, ?, ?)",
-                             (digest.list, digest.message_id, at, len(digest.posts))).lastrowid
+    digest_id = insert(conn, "INSERT INTO digests (list, message_id, sent_at, items) VALUES (?, ?, ?, ?)",
+                       (digest.list, digest.message_id, at, len(digest.posts)))
     conn.executemany("INSERT INTO digest_items (digest, post) VALUES (?, ?)",
                      [(digest_id, p.id) for p in digest.posts])
     return digest_id

@@ -5,10 +5,11 @@ handled is kept in the store, so a restart never applies a reply twice."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -77,7 +78,7 @@ class ImapWorker:
         while not stopping.is_set():
             try:
                 digest = await asyncio.wait_for(self.pending.get(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             while not stopping.is_set():
                 try:
@@ -101,7 +102,7 @@ class ImapWorker:
                 log.warning("IMAP replies: %s; trying again in %.0fs", err, delay)
                 try:
                     await asyncio.wait_for(stopping.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 delay = min(delay * 2, 30.0)
 
@@ -132,7 +133,9 @@ class ImapWorker:
         info = client.select_folder(self.cfg.replies_folder)
         uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         folder = self.cfg.replies_folder
-        stored_validity, last_uid = self.writer.submit(lambda conn: _state(conn, folder)).result(timeout=60)
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            return _state(conn, folder)
+        stored_validity, last_uid = self.writer.submit(read).result(timeout=60)
         if stored_validity != uidvalidity:
             last_uid = 0
         uids = [u for u in client.search(["UID", f"{last_uid + 1}:*", "NOT", "DELETED"]) if u > last_uid]
@@ -144,9 +147,8 @@ class ImapWorker:
             raw = fetched[b"RFC822"]
             # apply, receipt and remember the UID in one transaction: a crash before the commit
             # leaves the reply to be applied again; after it, the UID says it was done
-            future = self.writer.submit(lambda conn, raw=raw, uid=uid: self._apply(conn, raw, folder,
-                                                                                   uidvalidity, uid))
-            future.result(timeout=60)
+            self.writer.submit(functools.partial(self._apply, raw=raw, folder=folder,
+                                                 uidvalidity=uidvalidity, uid=uid)).result(timeout=60)
             client.add_flags([uid], [b"\\Seen", b"\\Flagged"])
             try:
                 client.move([uid], self.cfg.processed_folder)

@@ -7,11 +7,11 @@ import logging
 import sqlite3
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
 from email._header_value_parser import get_addr_spec, get_angle_addr  # as aiosmtpd parses them
 from email.errors import HeaderParseError
+from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -141,13 +141,14 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
     return content[1:] if content.startswith(b".") else content
 
 
-class FastData:
+class FastData(SMTP):
     """smtp_DATA as in aiosmtpd (checks, 354, size limit 552, handler hook), reading with read_data(),
     and aiosmtpd's address parsing without the typing.Protocol class it defines on every call."""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if not arg:
             return "", ""
+        address: Any
         try:
             if arg.lstrip().startswith("<"):
                 address, rest = get_angle_addr(arg)
@@ -163,6 +164,7 @@ class FastData:
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
+        assert self.envelope is not None
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -188,7 +190,7 @@ class FastData:
         await self.push(status)
 
 
-class ListmodSMTP(FastData, SMTP):
+class ListmodSMTP(FastData):
     # the StreamReader limit: also how much of a message is searched for CRLF.CRLF at once
     line_length_limit = 1024 * 1024
 

@@ -101,7 +101,7 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                 _refuse(conn, secret, receipt, cmd, "'all' needs a reply to a digest (the reply does "
                         "not refer to one of ours)", None, at)
                 continue
-            for digest_list, post_ids in digests.items():
+            for post_ids in digests.values():
                 for pid in post_ids:
                     post = find_post(conn, str(pid))
                     _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True,

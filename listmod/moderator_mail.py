@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .config import Config
 from .digest import Digest, build_digest, digest_due, record_digest, write_maildir
@@ -38,7 +38,7 @@ class ModerationWorker:
                 log.exception("moderation round failed; trying again")
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=self.tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def once(self) -> list[Digest]:

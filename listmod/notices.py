@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .rules import Decision
 
 
-def rejection_notice(mlist: "ListConfig", post: "PostRecord", reason: str, hostname: str) -> bytes:
+def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
     msg = EmailMessage(policy=SMTP)
     msg["From"] = email.utils.formataddr((f"{mlist.address} moderators", mlist.owner_alias))
@@ -41,7 +41,7 @@ def rejection_notice(mlist: "ListConfig", post: "PostRecord", reason: str, hostn
     return msg.as_bytes()
 
 
-def escalation_notice(mlist: "ListConfig", post: "Post", short_id: str, decision: "Decision",
+def escalation_notice(mlist: ListConfig, post: Post, short_id: str, decision: Decision,
                       hostname: str) -> bytes:
     """Tell the list's escalation contact at once that a rule flagged a post for them."""
     msg = EmailMessage(policy=SMTP)
@@ -61,7 +61,7 @@ def escalation_notice(mlist: "ListConfig", post: "Post", short_id: str, decision
     return msg.as_bytes()
 
 
-def rules_refused_notice(mlist: "ListConfig", problems: tuple[str, ...], in_force: str,
+def rules_refused_notice(mlist: ListConfig, problems: tuple[str, ...], in_force: str,
                          hostname: str) -> bytes:
     """Tell a list's owner that edited rules were refused, and what to fix."""
     msg = EmailMessage(policy=SMTP)
@@ -79,7 +79,7 @@ def rules_refused_notice(mlist: "ListConfig", problems: tuple[str, ...], in_forc
     return msg.as_bytes()
 
 
-def held_notice(mlist: "ListConfig", post: "Post", short_id: str, reason: str, message_id: str,
+def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, message_id: str,
                 hostname: str) -> bytes:
     """Tell a poster, once, that the post awaits review, why, and how to withdraw it."""
     msg = EmailMessage(policy=SMTP)

@@ -13,6 +13,7 @@ from .config import Config, ListConfig
 from .message import Post
 from .notices import escalation_notice, held_notice, rejection_notice
 from .rules import Decision
+from .store import insert
 
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
 SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -78,24 +79,24 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
     Runs inside the caller's transaction: all of it is committed together, or none of it.
     """
     at = time.time() if at is None else at
-    message = conn.execute(
-        "INSERT INTO messages (received_at, envelope_from, rcpt_tos, sha256, size, peer, raw) "
+    message = insert(
+        conn, "INSERT INTO messages (received_at, envelope_from, rcpt_tos, sha256, size, peer, raw) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (at, envelope_from, json.dumps(rcpt_tos), post.sha256, len(raw), peer, raw)).lastrowid
+        (at, envelope_from, json.dumps(rcpt_tos), post.sha256, len(raw), peer, raw))
     records = []
     for item in judged:
         d = item.decision
         state = STATE_FOR_ACTION[d.action]
         short_id = _new_short_id(conn) if state == "held" else None
         escalated = d.action == "escalate"
-        post_id = conn.execute(
-            "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
+        post_id = insert(
+            conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
             "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
             "escalated, tags, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
              None if state == "held" else at, item.thread, int(escalated), " ".join(d.tags),
-             item.context)).lastrowid
+             item.context))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, rule=d.rule_id, source=d.source,

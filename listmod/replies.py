@@ -73,7 +73,7 @@ def reply_text(raw: bytes) -> str:
 
 def _payload_text(part: Message) -> str:
     payload = part.get_payload(decode=True)
-    if payload is None:
+    if not isinstance(payload, bytes):
         raw = part.get_payload()
         return raw if isinstance(raw, str) else ""
     return _decode(payload, part.get_content_charset())
@@ -81,8 +81,8 @@ def _payload_text(part: Message) -> str:
 
 def _plain_text(part: Message) -> str:
     text = _payload_text(part).replace("\r\n", "\n").replace("\r", "\n")
-    if (part.get_param("format") or "").lower() == "flowed":
-        text = unflow(text, (part.get_param("delsp") or "").lower() == "yes")
+    if str(part.get_param("format") or "").lower() == "flowed":
+        text = unflow(text, str(part.get_param("delsp") or "").lower() == "yes")
     return text
 
 
@@ -191,7 +191,7 @@ def own_lines(text: str) -> list[str]:
             continue
         if _SIGNATURE.match(line) or _ORIGINAL.match(stripped):
             break
-        if _HEADER_LINE.match(stripped) and any(_HEADER_FOLLOW.match(l.strip()) for l in lines[i + 1: i + 4]):
+        if _HEADER_LINE.match(stripped) and any(_HEADER_FOLLOW.match(n.strip()) for n in lines[i + 1: i + 4]):
             # A header block of the original: followed by ">" lines it only introduces a quote
             # (Mew, some webmail); followed by plain text it is Outlook's unquoted original.
             j = i + 1

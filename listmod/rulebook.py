@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .rules import RuleSet, load_rules
 from .tomlfile import ConfigError
@@ -50,7 +50,7 @@ class RuleBook:
         while not stopping.is_set():
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=every)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             now = stamp(self.rules_dir)
             if now == self._seen:

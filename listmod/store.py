@@ -9,9 +9,10 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -50,50 +51,50 @@ def load_or_create_secret(state_dir: Path) -> bytes:
 
 
 def _schema(db: sqlite_utils.Database) -> None:
-    db["messages"].create({
+    db.table("messages").create({
         "id": int, "received_at": float, "envelope_from": str, "rcpt_tos": str, "sha256": str,
         "size": int, "peer": str, "raw": bytes,
     }, pk="id", if_not_exists=True)
-    db["posts"].create({
+    db.table("posts").create({
         "id": int, "message": int, "list": str, "short_id": str, "state": str, "action": str,
         "rule": str, "source": str, "actor": str, "reason": str, "evidence": str, "ruleset": str,
         "sender": str, "subject": str, "message_id": str, "created_at": float, "decided_at": float,
     }, pk="id", if_not_exists=True)
-    db["outbox"].create({
+    db.table("outbox").create({
         "id": int, "post": int, "kind": str, "list": str, "recipient": str, "envelope_from": str,
         "body": bytes, "state": str, "attempts": int, "next_attempt": float, "last_error": str,
         "created_at": float, "done_at": float,
     }, pk="id", if_not_exists=True)
     for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str)):
-        if column not in db["posts"].columns_dict:  # version 1 stores had no such column
-            db["posts"].add_column(column, kind)
-    db["members"].create({"list": str, "address": str, "added_at": float},
+        if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
+            db.table("posts").add_column(column, kind)
+    db.table("members").create({"list": str, "address": str, "added_at": float},
                          pk=("list", "address"), if_not_exists=True)
-    db["replies"].create({"message_id": str, "sender": str, "received_at": float, "summary": str},
+    db.table("replies").create({"message_id": str, "sender": str, "received_at": float, "summary": str},
                          pk="message_id", if_not_exists=True)
-    db["digests"].create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},
+    db.table("digests").create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},
                          pk="id", if_not_exists=True)
-    db["imap_state"].create({"folder": str, "uidvalidity": int, "last_uid": int}, pk="folder",
+    db.table("imap_state").create({"folder": str, "uidvalidity": int, "last_uid": int}, pk="folder",
                             if_not_exists=True)
-    db["digest_items"].create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
-    db["standing"].create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
+    db.table("digest_items").create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
+    db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
-    db["people"].create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
-    db["audit"].create({
+    db.table("people").create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
+    db.table("audit").create({
         "seq": int, "time": float, "list": str, "post": int, "message_id": str, "sha256": str,
         "sender": str, "action": str, "reason": str, "rule": str, "source": str, "actor": str,
         "ruleset": str, "evidence": str, "prev_hash": str, "hash": str,
     }, pk="seq", if_not_exists=True)
-    db["posts"].create_index(["short_id"], unique=True, if_not_exists=True)
-    db["posts"].create_index(["state", "list"], if_not_exists=True)
-    db["posts"].create_index(["message"], if_not_exists=True)
-    db["posts"].create_index(["list", "sender", "created_at"], if_not_exists=True)
-    db["posts"].create_index(["list", "thread", "created_at"], if_not_exists=True)
-    db["outbox"].create_index(["state", "next_attempt"], if_not_exists=True)
-    db["outbox"].create_index(["post"], if_not_exists=True)
-    db["audit"].create_index(["post"], if_not_exists=True)
-    db["digests"].create_index(["message_id"], unique=True, if_not_exists=True)
-    db["digests"].create_index(["list", "sent_at"], if_not_exists=True)
+    db.table("posts").create_index(["short_id"], unique=True, if_not_exists=True)
+    db.table("posts").create_index(["state", "list"], if_not_exists=True)
+    db.table("posts").create_index(["message"], if_not_exists=True)
+    db.table("posts").create_index(["list", "sender", "created_at"], if_not_exists=True)
+    db.table("posts").create_index(["list", "thread", "created_at"], if_not_exists=True)
+    db.table("outbox").create_index(["state", "next_attempt"], if_not_exists=True)
+    db.table("outbox").create_index(["post"], if_not_exists=True)
+    db.table("audit").create_index(["post"], if_not_exists=True)
+    db.table("digests").create_index(["message_id"], unique=True, if_not_exists=True)
+    db.table("digests").create_index(["list", "sent_at"], if_not_exists=True)
     for verb in ("UPDATE", "DELETE"):
         db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{verb.lower()} BEFORE {verb} ON audit
                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""")
@@ -186,7 +187,7 @@ class GroupWriter:
         self._queue.put(_STOP)
         self._thread.join()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> "concurrent.futures.Future[T]":
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
         job = _Job(fn)
         self._queue.put(job)
         return job.future
@@ -257,3 +258,10 @@ class GroupWriter:
 
 def now() -> float:
     return time.time()
+
+
+def insert(conn: sqlite3.Connection, sql: str, args: tuple) -> int:
+    """Run an INSERT and return the new row's id."""
+    rowid = conn.execute(sql, args).lastrowid
+    assert rowid is not None
+    return rowid

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
+import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the project requires 3.11, tomli keeps older tooling working
-    import tomli as tomllib
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -45,7 +41,7 @@ class Locator:
     keys: dict[tuple[str, int, tuple[str, ...]], int] = field(default_factory=dict)
 
     @classmethod
-    def scan(cls, path: Path, text: str) -> "Locator":
+    def scan(cls, path: Path, text: str) -> Locator:
         loc = cls(path)
         counts: dict[str, int] = {}
         current = ("", 0)
@@ -100,10 +96,10 @@ def load(path: Path, shown_as: Path | None = None) -> tuple[dict[str, Any], Loca
     except tomllib.TOMLDecodeError as err:
         message = str(err)
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        line = found.group(1) if found else "1"
+        where = found.group(1) if found else "1"
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
         raise ConfigError(
-            [f"{shown}:{line}: TOML syntax error: {message}; see https://toml.io for the syntax"]
+            [f"{shown}:{where}: TOML syntax error: {message}; see https://toml.io for the syntax"]
         ) from None
     return parsed, Locator.scan(shown, text)
 
@@ -128,8 +124,8 @@ def parse_size(value: Any) -> int:
     if isinstance(value, str):
         found = _SIZE.match(value)
         if found:
-            unit = (found.group(2) or "").upper()[:1]
-            return int(float(found.group(1)) * _SIZE_UNITS[unit])
+            prefix = (found.group(2) or "").upper()[:1]
+            return int(float(found.group(1)) * _SIZE_UNITS[prefix])
     raise ValueError(f"{value!r} is not a size; write it like 10MB, 512KB or a number of bytes")
 
 

@@ -14,11 +14,11 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -273,4 +273,4 @@ def post_bytes(sender: str = "alice@example.org", subject: str = "hello", body: 
                to: str = LIST, message_id: str | None = None, extra: str = "") -> bytes:
     message_id = message_id or f"<{time.time_ns()}.{threading.get_ident()}@test.example>"
     return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\n"
-            f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}\r\n").encode("utf-8")
+            f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}\r\n").encode()

@@ -4,8 +4,8 @@ import subprocess
 import textwrap
 
 import pytest
-
 from conftest import LISTMOD, ROOT, _env, free_port
+
 from listmod.config import read_config
 from listmod.tomlfile import ConfigError
 

@@ -3,7 +3,6 @@
 import re
 import smtplib
 from collections import Counter
-from pathlib import Path
 
 from conftest import DATA, LIST, wait_until
 
@@ -51,7 +50,7 @@ def test_every_corpus_message_gets_a_decision_and_none_crashes_intake(sink, make
 
     by_name = {}
     for name, (action, rule) in zip([p.name for p in CORPUS], conn.execute(
-            "SELECT action, rule FROM audit ORDER BY seq")):
+            "SELECT action, rule FROM audit ORDER BY seq"), strict=True):
         by_name[name] = (action, rule)
     # what a list admin would expect of some well-known kinds
     assert by_name["203-spamassassin-sample-spam.eml"] == ("discard", "gtube")

@@ -6,7 +6,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import LIST, MEMBERS, load_test_rules, post_bytes, wait_until
 
 POSTS = 2000

@@ -6,9 +6,8 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-from imapclient import IMAPClient
-
 from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
+from imapclient import IMAPClient
 from servers import DOVECOT, Dovecot
 
 pytestmark = pytest.mark.skipif(DOVECOT is None, reason="dovecot is not installed (make test installs "

@@ -4,7 +4,6 @@ import smtplib
 import threading
 
 import pytest
-
 from conftest import LIST, MEMBERS, post_bytes, wait_until
 
 EXE_POST = (b"From: alice@example.org\r\nTo: dev@example.org\r\nSubject: my tool\r\n"

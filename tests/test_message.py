@@ -4,10 +4,10 @@ from listmod.message import count_links, parse
 
 
 def test_encoded_words_and_charsets_are_decoded():
-    raw = ("From: =?iso-8859-1?q?J=F6rg_M=FCller?= <Joerg@Example.ORG>\r\n"
-           "Subject: =?utf-8?b?0J/RgNC40LLQtdGC?= and =?koi8-r?q?=D0=D2=C9=D7=C5=D4?=\r\n"
-           "Content-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-           ).encode() + "Привет, мир".encode("koi8-r") + b"\r\n"
+    raw = (b"From: =?iso-8859-1?q?J=F6rg_M=FCller?= <Joerg@Example.ORG>\r\n"
+           b"Subject: =?utf-8?b?0J/RgNC40LLQtdGC?= and =?koi8-r?q?=D0=D2=C9=D7=C5=D4?=\r\n"
+           b"Content-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           ) + "Привет, мир".encode("koi8-r") + b"\r\n"
     post = parse(raw, "joerg@example.org")
     assert post.from_name == "Jörg Müller" and post.from_address == "joerg@example.org"
     assert post.subject == "Привет and привет"

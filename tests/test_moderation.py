@@ -7,7 +7,6 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-
 from conftest import LIST, MEMBERS, post_bytes, wait_until
 
 MODS = ("mod@example.org", "mod2@example.org")

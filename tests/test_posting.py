@@ -137,7 +137,6 @@ def test_smarthost_4xx_is_retried_and_5xx_is_recorded_as_failed(sink, make_daemo
 
 def test_a_utf8_address_fails_clearly_when_the_smarthost_lacks_smtputf8(make_daemon):
     from aiosmtpd.controller import Controller
-
     from conftest import Sink, SinkHandler, free_port
     handler, port = SinkHandler(), free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)

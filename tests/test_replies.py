@@ -13,10 +13,10 @@ from email.policy import compat32
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA
-from listmod.replies import commands_in, own_lines, parse_commands, reply_text, unflow
+
 from listmod import tokens
+from listmod.replies import commands_in, own_lines, parse_commands, reply_text, unflow
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "replies"
 PERMISSIVE = sorted((DATA / "replies").glob("*.eml"))

@@ -8,7 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import LIST, MEMBERS, RULES_DIR, post_bytes, wait_until
+from conftest import LIST, RULES_DIR, post_bytes, wait_until
+
 from listmod.context import authentication_results
 from listmod.message import parse
 
@@ -96,7 +97,7 @@ def test_replay_counts_the_transitions_a_rule_change_would_cause(make_daemon, tm
     d = make_daemon(None)
     for i in range(3):
         d.send("alice@example.org", LIST, post_bytes(subject=f"MARKER {i}"))       # accepted now
-    for i in range(2):
+    for _ in range(2):
         d.send("stranger@example.net", LIST, post_bytes(sender="stranger@example.net"))  # held now
     d.send("alice@example.org", LIST, post_bytes(subject="plain"))                 # accepted, stays
     new_rules = tmp_path / "new-rules"
@@ -118,7 +119,7 @@ def test_a_catastrophic_regex_holds_its_post_and_delays_others_by_at_most_its_li
     latencies = []
 
     def normal():
-        for i in range(20):
+        for _ in range(20):
             started = time.monotonic()
             d.send("bob@example.org", LIST, post_bytes(sender="bob@example.org", body="b" * 100))
             latencies.append(time.monotonic() - started)

@@ -4,7 +4,6 @@ import smtplib
 import socket
 
 import pytest
-
 from conftest import LIST, MEMBERS, wait_until
 
 

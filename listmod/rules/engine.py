@@ -6,8 +6,8 @@ import re
 from dataclasses import replace
 
 from ..message import Post
-from .model import (ALL_LISTS as _ALL_LISTS, TERMINAL_ACTIONS, Context, Decision, Facts, Rule,
-                    RuleOutcome, RuleSet, RuleTimeout)
+from .model import ALL_LISTS as _ALL_LISTS
+from .model import TERMINAL_ACTIONS, Context, Decision, Facts, Rule, RuleOutcome, RuleSet, RuleTimeout
 
 _AUTO_REPORTS = ("multipart/report",)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 from .model import Facts
 
-Value = Union[str, int, float, bool, tuple[str, ...], None]
+Value = str | int | float | bool | tuple[str, ...] | None
 
 # Evaluation cost classes: within one rule, cheaper conditions are tried first.
 CHEAP, SMALL_TEXT, BODY = 0, 1, 2
@@ -86,6 +86,6 @@ def text_values(field: Field, facts: Facts) -> tuple[str, ...]:
     return value if isinstance(value, tuple) else (str(value),)
 
 
-def number_value(field: Field, facts: Facts) -> Optional[float]:
+def number_value(field: Field, facts: Facts) -> float | None:
     value = field.read(facts)
     return None if value is None else value  # type: ignore[return-value]

@@ -6,14 +6,13 @@ import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import regex
 
 from ..tomlfile import ConfigError, Locator, did_you_mean, load, parse_size
 from .fields import CHEAP, FIELDS, GROUPS, Field, header_field, text_values
-from .model import (ACTIONS, ALL_LISTS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet,
-                    RuleTimeout)
+from .model import ACTIONS, ALL_LISTS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet, RuleTimeout
 from .scan import Scanner, fold, required_literals
 
 RULE_KEYS = ("id", "action", "reason", "match", "exempt")
@@ -132,7 +131,7 @@ def _read_file(data: dict[str, Any], locator: Locator, seen_ids: dict[str, str],
     return compiled
 
 
-def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...], build: _Build) -> Optional[Rule]:
+def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...], build: _Build) -> Rule | None:
     for key in raw:
         if key not in RULE_KEYS:
             p.add((key,), f"'{key}' is not a rule key{did_you_mean(key, RULE_KEYS)}; "
@@ -272,7 +271,7 @@ def _compile_field(field: Field, tests: Any, at: tuple[str, ...], p: _Problems, 
     return conditions
 
 
-def _strings(operand: Any) -> Optional[tuple[str, ...]]:
+def _strings(operand: Any) -> tuple[str, ...] | None:
     if isinstance(operand, str):
         return (operand,)
     if isinstance(operand, list) and operand and all(isinstance(v, str) for v in operand):
@@ -280,7 +279,7 @@ def _strings(operand: Any) -> Optional[tuple[str, ...]]:
     return None
 
 
-def _words_file(name: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> Optional[tuple[str, ...]]:
+def _words_file(name: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> tuple[str, ...] | None:
     if not isinstance(name, str) or not name.strip():
         p.add(at, 'words_file takes a file name beside the rules, e.g. words_file = "slurs.txt"')
         return None
@@ -309,7 +308,7 @@ def _words_file(name: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> 
 
 
 def _text_test(field: Field, test: str, operand: Any, case_sensitive: bool, at: tuple[str, ...],
-               p: _Problems, build: _Build) -> Optional[Condition]:
+               p: _Problems, build: _Build) -> Condition | None:
     shown_test = test
     if test == "words_file":
         found = _words_file(operand, at, p, build)
@@ -360,10 +359,10 @@ def _text_test(field: Field, test: str, operand: Any, case_sensitive: bool, at: 
     }[test]
     words_for_test = test.replace("_", " ")
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         for value in text_values(field, facts):
             text = same(value)
-            for original, w in zip(wanted, folded_wanted):
+            for original, w in zip(wanted, folded_wanted, strict=True):
                 if compare(text, w):
                     return f"{field.name} {words_for_test} {original!r}"
         return None
@@ -374,7 +373,7 @@ def _scan_condition(field: Field, folded: list[tuple[str, str]], whole_words: bo
     name = field.name
     literals = frozenset(lit for _original, lit in folded)
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         scan = facts.scan(name, lambda: "\n".join(text_values(field, facts)))
         if scan.found.keys().isdisjoint(literals):
             return None
@@ -389,7 +388,7 @@ def _scan_condition(field: Field, folded: list[tuple[str, str]], whole_words: bo
 def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Condition:
     name = field.name
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         for source, pattern, needed in patterns:
             if needed is not None:
                 scan = facts.scan(name, lambda: "\n".join(text_values(field, facts)))
@@ -408,7 +407,7 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
     return condition
 
 
-def _number_test(field: Field, test: str, operand: Any, at: tuple[str, ...], p: _Problems) -> Optional[Condition]:
+def _number_test(field: Field, test: str, operand: Any, at: tuple[str, ...], p: _Problems) -> Condition | None:
     try:
         if field.kind == "size":
             limit: float = parse_size(operand)
@@ -428,9 +427,9 @@ def _number_test(field: Field, test: str, operand: Any, at: tuple[str, ...], p: 
     }[test]
     show = _show_size if field.kind == "size" else str
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         value = field.read(facts)
-        if value is None:
+        if not isinstance(value, (int, float)):
             return None
         return f"{field.name} {show(value)} {symbol} {show(limit)}" if compare(value) else None
     return condition
@@ -444,7 +443,7 @@ def _show_size(n: float) -> str:
 
 
 def _bool_condition(field: Field, wanted: bool) -> Condition:
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         return f"{field.name} is {str(wanted).lower()}" if field.read(facts) is wanted else None
     return condition
 
@@ -456,7 +455,7 @@ def _all(parts: list[Cond]) -> Cond:
         return parts[0]
     ordered = [c.fn for c in sorted(parts, key=lambda c: c.cost)]  # cheap fields first
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         evidence = []
         for part in ordered:
             found = part(facts)
@@ -470,7 +469,7 @@ def _all(parts: list[Cond]) -> Cond:
 def _any(options: list[Cond]) -> Cond:
     fns = [c.fn for c in options]
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         for option in fns:
             found = option(facts)
             if found is not None:
@@ -482,7 +481,7 @@ def _any(options: list[Cond]) -> Cond:
 def _not(inner: Cond) -> Cond:
     fn = inner.fn
 
-    def condition(facts: Facts) -> Optional[str]:
+    def condition(facts: Facts) -> str | None:
         return "the 'not' condition does not hold" if fn(facts) is None else None
     return Cond(condition, inner.cost)
 

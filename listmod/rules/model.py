@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING
 
 from ..message import Post
 
@@ -33,12 +34,12 @@ class Context:
     default_member_action: str = "accept"
     default_nonmember_action: str = "hold"
     sender_trust: str = "none"
-    approved_posts: Optional[int] = None
-    posts_last_hour: Optional[int] = None
-    thread_posts_last_hour: Optional[int] = None
-    thread_participants: Optional[int] = None
+    approved_posts: int | None = None
+    posts_last_hour: int | None = None
+    thread_posts_last_hour: int | None = None
+    thread_participants: int | None = None
     auth: tuple[tuple[str, str], ...] = ()     # (method, result) from trusted Authentication-Results
-    spam_score: Optional[float] = None
+    spam_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ class Facts:
 
     post: Post
     context: Context
-    scanners: dict[str, "Scanner"] = field(default_factory=dict)
-    _scans: dict[str, "Scan"] = field(default_factory=dict, compare=False, repr=False)
+    scanners: dict[str, Scanner] = field(default_factory=dict)
+    _scans: dict[str, Scan] = field(default_factory=dict, compare=False, repr=False)
 
-    def scan(self, name: str, text: Callable[[], str]) -> "Scan":
+    def scan(self, name: str, text: Callable[[], str]) -> Scan:
         """The scan of a field, made the first time a condition asks (`text` is read only then)."""
         found = self._scans.get(name)
         if found is None:
@@ -59,7 +60,7 @@ class Facts:
 
 
 # A compiled condition returns the evidence (what matched, in words) or None when it does not hold.
-Condition = Callable[[Facts], Optional[str]]
+Condition = Callable[[Facts], str | None]
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
     digest: str                  # sha256 over the files' names and bytes: which set judged a message
-    scanners: dict[str, "Scanner"] = field(default_factory=dict, compare=False)
+    scanners: dict[str, Scanner] = field(default_factory=dict, compare=False)
     needs: frozenset[str] = frozenset()  # fields some rule reads (counters are fetched only if needed)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re._constants as sre_c
 import re._parser as sre_parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import ahocorasick
 
