@@ -56,6 +56,13 @@ def _list(config: Config, address: str):
     return mlist
 
 
+def _addresses(given: list[str]) -> list[str]:
+    try:
+        return [normalize_address(a) for a in given]
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+
+
 def cmd_members(args: argparse.Namespace, config: Config) -> int:
     mlist = _list(config, args.list)
     store = _open_store(config)
@@ -71,10 +78,7 @@ def cmd_members(args: argparse.Namespace, config: Config) -> int:
         return 0
     if not args.addresses:
         raise CommandError(f"give one or more addresses: listmod members {args.action} {mlist.address} ADDR...")
-    try:
-        addresses = [normalize_address(a) for a in args.addresses]
-    except ValueError as err:
-        raise CommandError(str(err)) from None
+    addresses = _addresses(args.addresses)
     with store.transaction() as conn:
         for address in addresses:
             if args.action == "add":
@@ -163,10 +167,7 @@ def cmd_audit(args: argparse.Namespace, config: Config) -> int:
 def cmd_trust(args: argparse.Namespace, config: Config) -> int:
     mlist = _list(config, args.list)
     store = _open_store(config)
-    try:
-        addresses = [normalize_address(a) for a in args.addresses]
-    except ValueError as err:
-        raise CommandError(str(err)) from None
+    addresses = _addresses(args.addresses)
     with store.transaction() as conn:
         for address in addresses:
             if args.level == "none":

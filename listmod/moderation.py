@@ -3,19 +3,17 @@ Also the expiry of posts nobody decided."""
 
 from __future__ import annotations
 
-import email.utils
 import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.policy import SMTP
 
 from . import audit, tokens
 from .config import Config, ListConfig
 from .context import dkim_pass_domains
 from .digest import verify_digest_id
 from .message import parse
+from .notices import new_notice
 from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post
 from .replies import COMMANDS, CommandLine, commands_in
 
@@ -243,18 +241,13 @@ def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt:
 
 
 def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "") -> bytes:
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.moderation_address))
-    msg["To"] = ", ".join(mlist.moderators)
-    msg["Subject"] = f"Re: {receipt.subject}" if receipt.subject and not receipt.subject.lower().startswith("re:") \
-        else (receipt.subject or f"[{mlist.address}] moderation receipt")
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = email.utils.make_msgid("receipt", domain=hostname)
-    if receipt.reply_id:
-        msg["In-Reply-To"] = receipt.reply_id
-        msg["References"] = (references + " " + receipt.reply_id).strip()
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Loop"] = mlist.address
+    subject = receipt.subject if receipt.subject.lower().startswith("re:") else \
+        (f"Re: {receipt.subject}" if receipt.subject else f"[{mlist.address}] moderation receipt")
+    msg = new_notice(mlist, (f"{mlist.address} moderation", mlist.moderation_address),
+                     ", ".join(mlist.moderators), subject, hostname, in_reply_to=receipt.reply_id)
+    if receipt.reply_id and references:  # threaded under the digest as well as the reply
+        del msg["References"]
+        msg["References"] = f"{references} {receipt.reply_id}"
     lines = [f"{receipt.moderator or 'Someone'} sent these commands for {mlist.address}:", ""]
     for r in receipt.results:
         if r.list and r.list != mlist.address:

@@ -15,20 +15,30 @@ if TYPE_CHECKING:
     from .rules import Decision
 
 
+def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str, hostname: str, *,
+               message_id: str = "", in_reply_to: str = "", auto: str = "auto-replied") -> EmailMessage:
+    """The headers every message listmod writes carries: ours, dated, marked as automatic (RFC 3834)
+    and with X-Loop, so that no list and no vacation responder answers it."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = email.utils.formataddr(sender)
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = message_id or email.utils.make_msgid("listmod", domain=hostname)
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg["Auto-Submitted"] = auto
+    msg["X-Loop"] = mlist.address
+    return msg
+
+
 def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.utils.formataddr((f"{mlist.address} moderators", mlist.owner_alias))
-    msg["To"] = post.sender
-    msg["Subject"] = f"Your post to {mlist.address} was not accepted: {post.subject or '(no subject)'}"
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = email.utils.make_msgid("notice", domain=hostname)
-    if post.message_id:
-        msg["In-Reply-To"] = post.message_id
-        msg["References"] = post.message_id
-    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: nobody should auto-answer this
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), post.sender,
+                     f"Your post to {mlist.address} was not accepted: {post.subject or '(no subject)'}",
+                     hostname, in_reply_to=post.message_id)
     msg["Precedence"] = "list"
-    msg["X-Loop"] = mlist.address
     if mlist.owner:
         msg["Reply-To"] = mlist.owner
     wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in reason.splitlines())
@@ -44,14 +54,9 @@ def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname:
 def escalation_notice(mlist: ListConfig, post: Post, short_id: str, decision: Decision,
                       hostname: str) -> bytes:
     """Tell the list's escalation contact at once that a rule flagged a post for them."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.owner_alias))
-    msg["To"] = mlist.escalation_contact
-    msg["Subject"] = f"[escalated {short_id}] {mlist.address}: {post.subject or '(no subject)'}"
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = email.utils.make_msgid("escalation", domain=hostname)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Loop"] = mlist.address
+    msg = new_notice(mlist, (f"{mlist.address} moderation", mlist.owner_alias), mlist.escalation_contact,
+                     f"[escalated {short_id}] {mlist.address}: {post.subject or '(no subject)'}", hostname,
+                     auto="auto-generated")
     msg.set_content(
         f"A post to {mlist.address} was escalated to you and is held until someone decides.\n\n"
         f"Held as:  {short_id}\nFrom:     {post.sender or '<>'}\nSubject:  {post.subject or '(no subject)'}\n"
@@ -64,13 +69,9 @@ def escalation_notice(mlist: ListConfig, post: Post, short_id: str, decision: De
 def rules_refused_notice(mlist: ListConfig, problems: tuple[str, ...], in_force: str,
                          hostname: str) -> bytes:
     """Tell a list's owner that edited rules were refused, and what to fix."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.utils.formataddr(("listmod", mlist.owner_alias))
-    msg["To"] = mlist.owner
-    msg["Subject"] = f"listmod: the changed rules were refused ({len(problems)} problem(s))"
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = email.utils.make_msgid("rules", domain=hostname)
-    msg["Auto-Submitted"] = "auto-generated"
+    msg = new_notice(mlist, ("listmod", mlist.owner_alias), mlist.owner,
+                     f"listmod: the changed rules were refused ({len(problems)} problem(s))", hostname,
+                     auto="auto-generated")
     msg.set_content(
         "The rule files were changed, but the new set has errors, so it was not put in force.\n"
         f"The last good rule set ({in_force[:12]}) still judges every post to {mlist.address}.\n\n"
@@ -82,16 +83,9 @@ def rules_refused_notice(mlist: ListConfig, problems: tuple[str, ...], in_force:
 def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, message_id: str,
                 hostname: str) -> bytes:
     """Tell a poster, once, that the post awaits review, why, and how to withdraw it."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = email.utils.formataddr((f"{mlist.address} moderators", mlist.moderation_address))
-    msg["To"] = post.sender
-    msg["Subject"] = f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}"
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = message_id
-    if post.message_id:
-        msg["In-Reply-To"] = post.message_id
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Loop"] = mlist.address
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address), post.sender,
+                     f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}",
+                     hostname, message_id=message_id, in_reply_to=post.message_id)
     msg.set_content(
         f"Your post to {mlist.address} is held until a moderator has read it ({short_id}).\n\n"
         f"Why:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
