@@ -123,9 +123,13 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
     return dataclasses.replace(ctx, **counts) if counts else ctx
 
 
+_CONTEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Context))
+
+
 def context_json(ctx: Context) -> str:
-    """The context as stored with each post, so that `replay` judges history as it was."""
-    return json.dumps(dataclasses.asdict(ctx), separators=(",", ":"))
+    """The context as stored with each post, so that `replay` judges history as it was.
+    (A plain field read: dataclasses.asdict deep-copies and cost 8% of intake.)"""
+    return json.dumps({name: getattr(ctx, name) for name in _CONTEXT_FIELDS}, separators=(",", ":"))
 
 
 def context_from_json(text: str, mlist: ListConfig) -> Context:
