@@ -92,7 +92,8 @@ def test_an_outage_of_the_imap_server_loses_nothing_and_applies_nothing_twice(si
     first, _ = wait_until(lambda: folder_messages(dovecot, "Moderation"), 20, "the first digest")[0]
     dovecot.stop()
     d.send("other@example.net", LIST, post_bytes(sender="other@example.net", message_id="<o2@t>"))
-    time.sleep(2)  # the daemon tries, fails, keeps the digest and retries (an outage, not a wait)
+    wait_until(lambda: "the digest is kept and retried" in d.log(), 20,
+               "the daemon to try the digest and find the server gone")
     dovecot.start()
     digests = wait_until(lambda: len(folder_messages(dovecot, "Moderation")) >= 2 and
                          folder_messages(dovecot, "Moderation"), 40, "the digest made during the outage")
