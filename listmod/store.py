@@ -8,7 +8,6 @@ import queue
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -254,10 +253,6 @@ class GroupWriter:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
-
-
-def now() -> float:
-    return time.time()
 
 
 def insert(conn: sqlite3.Connection, sql: str, args: tuple) -> int:

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "tag")
 TERMINAL_ACTIONS = frozenset(ACTIONS) - {"tag"}
 EXEMPTIONS = ("moderators", "trusted", "members")
-TRUST_LEVELS = ("none", "trusted", "banned")
 ALL_LISTS = ("*",)  # the one tuple every rule for all lists shares, so the check is `is`
 
 
