@@ -95,27 +95,33 @@ def crlf_lines(data: bytes) -> bytes:
     return re.sub(rb"(?<!\r)\n", b"\r\n", data)
 
 
+def write_maildir(folder: Path, name: str, data: bytes) -> Path:
+    """One message into a Maildir folder: written to tmp/, fsynced, renamed into new/ (a second
+    write of the same name replaces the first, so a retried copy is still one file)."""
+    for sub in ("tmp", "new", "cur"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    tmp = folder / "tmp" / name
+    with open(tmp, "wb") as f:
+        f.write(data.replace(b"\r\n", b"\n"))
+        f.flush()
+        os.fsync(f.fileno())
+    target = folder / "new" / name
+    os.replace(tmp, target)
+    return target
+
+
 class MaildirSink:
     """Writes each copy as one file in a Maildir, named after its outbox row so a retry overwrites."""
 
     def __init__(self, path: Path, hostname: str):
         self.path = path
         self.hostname = hostname.replace("/", "_").replace(":", "_")
-        for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
 
     def deliver(self, copies: list[Copy], body: bytes) -> list[Outcome]:
         out = []
         for copy in copies:
-            name = f"listmod-{copy.id}.{self.hostname}"
-            tmp = self.path / "tmp" / name
-            data = (f"Delivered-To: {copy.recipient}\r\nReturn-Path: <{copy.envelope_from}>\r\n"
-                    .encode() + body).replace(b"\r\n", b"\n")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path / "new" / name)
+            head = f"Delivered-To: {copy.recipient}\r\nReturn-Path: <{copy.envelope_from}>\r\n".encode()
+            write_maildir(self.path, f"listmod-{copy.id}.{self.hostname}", head + body)
             out.append(Outcome(copy, "sent", "written to the local Maildir"))
         return out
 

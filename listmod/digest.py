@@ -17,7 +17,6 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.parser import BytesParser
 from email.policy import compat32
-from pathlib import Path
 
 from . import tokens
 from .config import ListConfig
@@ -165,17 +164,3 @@ def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
         return True
     return bool(held[0]) and interval_passed and held[1] is not None and at - held[1] > mlist.remind_after
 
-
-def write_maildir(folder: Path, name: str, data: bytes) -> Path:
-    """One message into a Maildir folder (tmp, then rename into new)."""
-    import os
-    for sub in ("tmp", "new", "cur"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    tmp = folder / "tmp" / name
-    with open(tmp, "wb") as f:
-        f.write(data.replace(b"\r\n", b"\n"))
-        f.flush()
-        os.fsync(f.fileno())
-    target = folder / "new" / name
-    os.replace(tmp, target)
-    return target

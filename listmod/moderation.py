@@ -131,25 +131,18 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
     return receipt
 
 
-_HELD_NOTICE = re.compile(r"<held\.(\d+)\.([0-9A-Z]+)@")
-
-
-def held_notice_id(secret: bytes, list_address: str, post_id: int, hostname: str) -> str:
-    return f"<held.{post_id}.{tokens.poster_token(secret, list_address, post_id)}@{hostname}>"
-
-
 def _withdraw(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
               cmd: CommandLine, references: set[str], at: float) -> None:
     """A poster takes back a held post by replying 'withdraw' to the notice that it is held."""
     for ref in references:
-        found = _HELD_NOTICE.match(ref)
-        if not found:
+        found = tokens.parse_held_notice_id(ref)
+        if found is None:
             continue
         try:
-            post = find_post(conn, found.group(1))
+            post = find_post(conn, str(found[0]))
         except PostNotFound:
             continue
-        if not tokens.check(tokens.poster_token(secret, post.list, post.id), found.group(2)):
+        if not tokens.check(tokens.poster_token(secret, post.list, post.id), found[1]):
             continue
         receipt.lists.add(post.list)
         if post.sender != receipt.moderator:

@@ -9,7 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .config import Config
-from .digest import Digest, build_digest, digest_due, record_digest, write_maildir
+from .delivery import write_maildir
+from .digest import Digest, build_digest, digest_due, record_digest
 from .moderation import expire_held
 from .posts import enqueue_notice
 from .store import GroupWriter

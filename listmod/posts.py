@@ -14,6 +14,7 @@ from .message import Post
 from .notices import escalation_notice, held_notice, rejection_notice
 from .rules import Decision
 from .store import insert
+from .tokens import held_notice_id
 
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
 SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -104,7 +105,6 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         if state == "accepted":
             enqueue_copies(conn, post_id, item.mlist, at)
         if state == "held" and item.mlist.notify_held and post.sender:
-            from .moderation import held_notice_id
             enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
                 item.mlist, post, short_id or "", d.reason,
                 held_notice_id(secret, item.mlist.address, post_id, hostname), hostname), at)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 TOKEN_LENGTH = 8  # 40 bits, base32: enough that guessing is hopeless, short enough to copy
 
@@ -37,3 +38,18 @@ def split_id(text: str) -> tuple[str, str]:
 
 def check(expected: str, given: str) -> bool:
     return bool(given) and hmac.compare_digest(expected.upper(), given.upper())
+
+
+_HELD_NOTICE = re.compile(r"<held\.(\d+)\.([0-9A-Z]+)@")
+
+
+def held_notice_id(secret: bytes, list_address: str, post_id: int, hostname: str) -> str:
+    """The Message-ID of the notice that a post is held: it carries the poster's withdraw token,
+    so a reply to the notice proves who may withdraw which post."""
+    return f"<held.{post_id}.{poster_token(secret, list_address, post_id)}@{hostname}>"
+
+
+def parse_held_notice_id(message_id: str) -> tuple[int, str] | None:
+    """(post id, token) from a held notice's Message-ID, or None for any other id."""
+    found = _HELD_NOTICE.match(message_id)
+    return (int(found.group(1)), found.group(2)) if found else None
