@@ -275,20 +275,39 @@ class IntakeHandler:
         mail_from = envelope.mail_from or ""
         if mail_from == "<>":
             mail_from = ""
-        replies = [a for a in envelope.rcpt_tos if (t := self.directory.lookup(a)) and t.role == "moderation"]
+        rcpts = list(envelope.rcpt_tos)
+        replies = [a for a in rcpts if (t := self.directory.lookup(a)) and t.role == "moderation"]
+        posts = [a for a in rcpts if a not in replies]
+        answers: dict[str, str] = {}
         if replies:
-            answer = await self._moderation_reply(raw, mail_from, replies)
-            posts = [a for a in envelope.rcpt_tos if a not in replies]
-            if not posts:
-                return "\r\n".join([answer] * len(replies)) if self.lmtp else answer
-            envelope.rcpt_tos = posts  # the rest is an ordinary post
-        try:
-            post, judged = self.judge(raw, mail_from, list(envelope.rcpt_tos))
+            reply_answer = await self._moderation_reply(raw, mail_from, replies)
+            answers.update((a, reply_answer) for a in replies)
+        records: list[PostRecord] = []
+        if posts:
             peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
+            stored = await self._store_post(raw, mail_from, posts, peer)
+            if isinstance(stored, str):  # 451: nothing was stored for these recipients
+                answers.update((a, stored) for a in posts)
+            else:
+                records = stored
+                by_list = {r.list: r for r in records}
+                for address in posts:
+                    target = self.directory.lookup(address)
+                    answers[address] = _answer(by_list.get(target.mlist.address) if target else None)
+        if self.lmtp:
+            return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
+        if replies and not posts:
+            return answers[replies[0]]
+        return _smtp_answer(records, [answers[a] for a in posts])
+
+    async def _store_post(self, raw: bytes, mail_from: str, rcpts: list[str],
+                          peer: str) -> list[PostRecord] | str:
+        """Judge and commit the post for its lists; the records, or the 451 reply when it could not be stored."""
+        try:
+            post, judged = self.judge(raw, mail_from, rcpts)
             future = self.writer.submit(lambda conn: record_intake(
-                conn, self.secret, raw=raw, envelope_from=mail_from,
-                rcpt_tos=list(envelope.rcpt_tos), peer=peer, post=post, judged=judged,
-                hostname=self.config.server.hostname))
+                conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
+                post=post, judged=judged, hostname=self.config.server.hostname))
             records = await asyncio.wrap_future(future)
         except StoreError as err:
             log.error("could not commit a message from %s: %s", mail_from or "<>", err)
@@ -298,15 +317,7 @@ class IntakeHandler:
             return "451 4.3.0 Internal error while storing the message; please try again later"
         if any(r.state == "accepted" for r in records):
             self.on_accepted()
-        by_list = {r.list: r for r in records}
-        answers = []
-        for address in envelope.rcpt_tos:
-            target = self.directory.lookup(address)
-            record = by_list.get(target.mlist.address) if target else None
-            answers.append(_answer(record))
-        if self.lmtp:
-            return "\r\n".join(answers)  # LMTP: one reply per recipient, in RCPT order
-        return _smtp_answer(records, answers)
+        return records
 
 
 def _answer(record: PostRecord | None) -> str:

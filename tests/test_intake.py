@@ -181,3 +181,23 @@ def test_smtputf8_senders_and_raw_utf8_headers_are_received(sink, make_daemon):
     record = d.cli_json("audit")[0]
     assert (record["sender"], record["action"]) == ("zoë@exämple.org", "accept")
     assert d.cli_json("members", "list", LIST)[-1]["address"] == "zoë@exämple.org"
+
+
+def test_lmtp_answers_every_recipient_when_a_post_and_a_moderation_reply_share_a_transaction(sink, make_daemon):
+    d = make_daemon(sink, lmtp=True)
+    lmtp = smtplib.LMTP("127.0.0.1", d.lmtp_port, timeout=10)  # a missing reply fails, not hangs
+    try:
+        lmtp.ehlo()
+        lmtp.mail("alice@example.org")
+        lmtp.rcpt("dev-moderation@example.org")
+        lmtp.rcpt(LIST)
+        lmtp.putcmd("data")
+        assert lmtp.getreply()[0] == 354
+        lmtp.send(post_bytes(message_id="<mixed@test>") + b".\r\n")
+        first, second = lmtp.getreply(), lmtp.getreply()
+        lmtp.noop()  # the session is still in step: no stray reply line is left over
+    finally:
+        lmtp.close()
+    assert first[0] == 250 and b"Reply received" in first[1]   # the -moderation recipient
+    assert second[0] == 250 and b"Accepted for dev@example.org" in second[1]
+    wait_until(lambda: len(sink.copies_for("<mixed@test>")) == len(MEMBERS), what="the post's delivery")
