@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .addresses import checked
 from .tomlfile import ConfigError, Locator, did_you_mean, load, parse_duration, parse_size
@@ -73,6 +76,10 @@ class ListConfig:
     expire_action: str = "reject"
     notify_held: bool = False          # tell a held poster once, with a withdraw token
     require_dkim: bool = False         # moderator replies must show dkim=pass for their domain
+    nntp_username: str = ""            # deliver = "nntp://...": AUTHINFO USER, when the server asks
+    nntp_password_file: Path | None = None
+    approved_by: str = ""              # the Approved: value; the list address when empty
+    nntps: bool = False                # NNTP over TLS (RFC 4642), port 563 unless one is given
 
     @property
     def moderation_address(self) -> str:
@@ -106,6 +113,78 @@ class ListConfig:
     @property
     def relay_to(self) -> str | None:
         return self.deliver.split(":", 1)[1] if self.deliver.startswith("relay:") else None
+
+    @cached_property
+    def news_server(self) -> NewsServer | None:
+        """Where approved articles are POSTed, for a list that moderates newsgroups."""
+        if not self.deliver.startswith(("nntp://", "nntps://")):
+            return None
+        server = parse_news_url(self.deliver)
+        if self.nntps and not server.tls:
+            port = server.port if server.port_given else 563
+            server = NewsServer(server.host, port, server.groups, True, server.port_given)
+        return server
+
+    @property
+    def newsgroups(self) -> tuple[str, ...]:
+        """The newsgroups this list moderates (none for a mailing list)."""
+        server = self.news_server
+        return server.groups if server else ()
+
+    @property
+    def approved(self) -> str:
+        return self.approved_by or self.address
+
+    def nntp_password(self) -> str:
+        return self.nntp_password_file.read_text(encoding="utf-8").strip() if self.nntp_password_file else ""
+
+
+# RFC 5536 3.1.4: newsgroup names are dot-separated components of letters, digits, + - _
+_NEWSGROUP = re.compile(r"^[A-Za-z0-9+_-]+(\.[A-Za-z0-9+_-]+)*$")
+
+
+@dataclass(frozen=True)
+class NewsServer:
+    host: str
+    port: int
+    groups: tuple[str, ...]
+    tls: bool = False
+    port_given: bool = False
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port_given else ""
+        return f"{'nntps' if self.tls else 'nntp'}://{self.endpoint_host}{port}/{','.join(self.groups)}"
+
+    @property
+    def endpoint_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.endpoint_host}:{self.port}"
+
+
+def parse_news_url(value: str) -> NewsServer:
+    """nntp://HOST[:PORT]/GROUP[,GROUP...] (nntps:// for TLS); raises ValueError saying what is wrong."""
+    url = urlsplit(value)
+    if url.scheme not in ("nntp", "nntps") or not url.hostname:
+        raise ValueError("nntp://HOST:PORT/GROUP[,GROUP...] (for example nntp://127.0.0.1:119/comp.lang.misc)")
+    if url.username or url.password:
+        raise ValueError("no user name or password in the URL: use nntp_username and nntp_password_file")
+    try:
+        port = url.port
+    except ValueError:
+        raise ValueError(f"the port in {value!r} is not a number from 1 to 65535") from None
+    groups = tuple(g.strip() for g in url.path.lstrip("/").split(",") if g.strip())
+    if not groups:
+        raise ValueError(f"{value!r} names no newsgroup: add it after the host, as in "
+                         "nntp://news.example.org:119/comp.lang.misc")
+    bad = [g for g in groups if not _NEWSGROUP.match(g)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))} is not a newsgroup name (RFC 5536: parts of "
+                         "letters, digits, '+', '-' and '_' joined by dots, such as comp.lang.misc)")
+    tls = url.scheme == "nntps"
+    return NewsServer(url.hostname, port or (563 if tls else 119), groups, tls, port is not None)
 
 
 @dataclass(frozen=True)
@@ -292,7 +371,12 @@ def _deliver(value: Any) -> str:
         return value
     if value.startswith("relay:"):
         return "relay:" + normalize_address(value[len("relay:"):])
-    raise ValueError('"members" or "relay:ADDRESS"')
+    if value.startswith(("nntp:", "nntps:")):
+        return str(parse_news_url(value))
+    raise ValueError(DELIVER_HINT)
+
+
+DELIVER_HINT = '"members", "relay:ADDRESS" or "nntp://HOST:PORT/GROUP[,GROUP...]"'
 
 
 def _action(value: Any) -> str:
@@ -308,10 +392,26 @@ OUTBOUND_KEYS = ("host", "port", "starttls", "username", "password_file", "conne
 LIST_KEYS = ("address", "moderators", "owner", "default_member_action",
              "default_nonmember_action", "deliver", "escalation_contact", "digest_every",
              "digest_max_items", "remind_after", "expire_after", "expire_action", "notify_held",
-             "require_dkim")
+             "require_dkim", "nntp_username", "nntp_password_file", "approved_by", "nntps")
 IMAP_KEYS = ("host", "port", "username", "password_file", "ssl", "digest_folder", "replies_folder",
              "processed_folder", "poll_every")
 TOP_KEYS = ("server", "outbound", "imap", "list")
+
+
+def _check_news(r: _Reader, i: int, item: dict, mlist: ListConfig) -> None:
+    """The nntp_* keys belong to a list that moderates newsgroups; a password file must exist."""
+    if mlist.news_server is None:
+        for key in ("nntp_username", "nntp_password_file", "approved_by", "nntps"):
+            if key in item:
+                r.problem("list", i, (key,), f"{key} applies only to a list whose deliver is "
+                          "\"nntp://HOST:PORT/GROUP\"; remove it or set deliver")
+        return
+    if mlist.nntp_password_file is not None and not mlist.nntp_password_file.exists():
+        r.problem("list", i, ("nntp_password_file",), f"nntp_password_file {str(mlist.nntp_password_file)!r} "
+                  "does not exist; create it with the news server password on one line")
+    if mlist.nntp_password_file is not None and not mlist.nntp_username:
+        r.problem("list", i, ("nntp_password_file",), "nntp_password_file is set but nntp_username is not; "
+                  "add nntp_username = \"...\"")
 
 
 def read_config(path: Path) -> Config:
@@ -419,7 +519,7 @@ def read_config(path: Path) -> Config:
             owner=r.get("list", i, item, "owner", "", normalize_address, "a mail address"),
             default_member_action=r.get("list", i, item, "default_member_action", ld.default_member_action, _action, '"accept", "hold", "reject" or "discard"'),
             default_nonmember_action=r.get("list", i, item, "default_nonmember_action", ld.default_nonmember_action, _action, '"accept", "hold", "reject" or "discard"'),
-            deliver=r.get("list", i, item, "deliver", ld.deliver, _deliver, '"members" or "relay:ADDRESS"'),
+            deliver=r.get("list", i, item, "deliver", ld.deliver, _deliver, DELIVER_HINT),
             escalation_contact=r.get("list", i, item, "escalation_contact", "", normalize_address, "a mail address"),
             digest_every=r.get("list", i, item, "digest_every", ld.digest_every, parse_duration, "a duration such as 1h"),
             digest_max_items=r.get("list", i, item, "digest_max_items", ld.digest_max_items, _positive_int, "a whole number >= 1"),
@@ -428,7 +528,12 @@ def read_config(path: Path) -> Config:
             expire_action=r.get("list", i, item, "expire_action", ld.expire_action, _action, '"accept", "hold", "reject" or "discard"'),
             notify_held=r.get("list", i, item, "notify_held", ld.notify_held, _bool, "true or false"),
             require_dkim=r.get("list", i, item, "require_dkim", ld.require_dkim, _bool, "true or false"),
+            nntp_username=r.get("list", i, item, "nntp_username", "", _string, "the news server login"),
+            nntp_password_file=r.get("list", i, item, "nntp_password_file", None, rel, "a file path"),
+            approved_by=r.get("list", i, item, "approved_by", "", normalize_address, "a mail address"),
+            nntps=r.get("list", i, item, "nntps", False, _bool, "true or false"),
         ))
+        _check_news(r, i, item, lists[-1])
     if not lists and not r.problems:
         r.problem("", 0, (), "no [[list]] is configured; add one with at least address = \"name@example.org\"")
     if r.problems:

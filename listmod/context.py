@@ -99,6 +99,7 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
         sender_trust=sender_trust(conn, mlist.address, sender) if sender else "none",
         auth=authentication_results(post, config.server.authserv_id),
         spam_score=spam_score(post, config.server.spam_score_header),
+        newsgroups=mlist.newsgroups,
     )
     counts: dict[str, Any] = {}
     # counters are counted up to COUNT_CAP: enough for any rule, and bounded in cost
@@ -135,6 +136,7 @@ def context_json(ctx: Context) -> str:
 def context_from_json(text: str, mlist: ListConfig) -> Context:
     data = json.loads(text)
     data["auth"] = tuple(tuple(pair) for pair in data.get("auth", ()))
+    data["newsgroups"] = tuple(data.get("newsgroups", ()))
     known = {f.name for f in dataclasses.fields(Context)}
     ctx = Context(**{k: v for k, v in data.items() if k in known})
     # the list's defaults are policy, not history: replay uses today's

@@ -86,7 +86,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     writer = GroupWriter(store)
     writer.start()
     reader = store.connect()
-    outbox = Outbox(config, store, writer)
+    outbox = Outbox(config, store, writer, secret)
 
     def refused(err: ConfigError) -> None:
         """A broken rule set: every list's owner hears of it, once per broken version."""

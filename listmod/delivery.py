@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import smtplib
 import sqlite3
 import threading
@@ -22,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from .articles import approved_article, article_message_id
 from .config import Config, ListConfig
+from .nntp import NntpClient, NntpError, judge_post_reply
+from .posts import article_failed
+from .rawmail import crlf_lines, split_message
 from .store import GroupWriter, Store, immediate
 
 log = logging.getLogger("listmod.delivery")
@@ -36,7 +39,7 @@ REPLACED_HEADERS = {b"list-id", b"list-post", b"list-unsubscribe", b"list-help",
 class Copy:
     id: int
     post: int | None
-    kind: str            # "post" | "notice"
+    kind: str            # "post" (a list copy) | "article" (to a news server) | "notice"
     list: str
     recipient: str
     envelope_from: str
@@ -49,22 +52,6 @@ class Outcome:
     copy: Copy
     result: str          # "sent" | "failed" | "retry"
     detail: str = ""
-
-
-def split_message(raw: bytes) -> tuple[list[bytes], bytes, bytes]:
-    """Header lines (each with its continuation lines), the separator, and the body, untouched."""
-    found = re.search(rb"\r?\n\r?\n", raw)
-    if found is None:
-        head, sep, body = raw, b"", b""
-    else:
-        head, sep, body = raw[: found.start()], raw[found.start(): found.end()], raw[found.end():]
-    fields: list[bytes] = []
-    for line in re.split(rb"\r?\n", head):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += b"\r\n" + line
-        else:
-            fields.append(line)
-    return fields, sep, body
 
 
 def list_headers(mlist: ListConfig) -> list[bytes]:
@@ -86,13 +73,6 @@ def list_copy(raw: bytes, mlist: ListConfig) -> bytes:
     kept = [f for f in fields if f and f.split(b":", 1)[0].strip().lower() not in REPLACED_HEADERS]
     lines = kept + list_headers(mlist)
     return b"\r\n".join(lines) + b"\r\n\r\n" + crlf_lines(body)
-
-
-def crlf_lines(data: bytes) -> bytes:
-    """Bare LF line ends made CRLF, as SMTP requires (skipped when there are none, the usual case)."""
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
 
 
 def write_maildir(folder: Path, name: str, data: bytes) -> Path:
@@ -211,6 +191,46 @@ def _from_reply(copy: Copy, code: int, text: bytes | str) -> Outcome:
     return Outcome(copy, "failed" if 500 <= code < 600 else "retry", detail)
 
 
+class NewsSink:
+    """POSTs approved articles to one list's news server over one kept-open connection."""
+
+    def __init__(self, mlist: ListConfig, timeout: float):
+        server = mlist.news_server
+        assert server is not None
+        self.mlist, self.server, self.timeout = mlist, server, timeout
+        self.client: NntpClient | None = None
+
+    def _connect(self) -> NntpClient:
+        return NntpClient(self.server.host, self.server.port, tls=self.server.tls, timeout=self.timeout,
+                          username=self.mlist.nntp_username, password=self.mlist.nntp_password())
+
+    def deliver(self, copies: list[Copy], article: bytes) -> list[Outcome]:
+        (copy,) = copies  # an article is posted once, whatever its groups: one row, one POST
+        where = f"the news server {self.server.endpoint}"
+        for attempt in (1, 2):
+            fresh = self.client is None
+            try:
+                if self.client is None:
+                    self.client = self._connect()
+                reply = self.client.post(article)
+                result = judge_post_reply(reply)
+                return [Outcome(copy, result.outcome, f"{where}: {result.detail}")]
+            except NntpError as err:  # refused the greeting or the login
+                self.close()
+                result = judge_post_reply(err.reply)
+                return [Outcome(copy, result.outcome, f"{where} refused {err.step}: {result.detail}")]
+            except (OSError, ConnectionError) as err:
+                self.close()
+                if fresh or attempt == 2:  # a kept connection may have timed out: one fresh try
+                    return [Outcome(copy, "retry", f"cannot reach {where}: {err}")]
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 class DeliveryJournal:
     """Copy ids appended (and fsynced) the moment the receiving server says 250.
 
@@ -285,7 +305,7 @@ def claim_due(conn: sqlite3.Connection, limit: int, at: float) -> list[Copy]:
 
 
 def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: Config,
-                    at: float) -> None:
+                    at: float, secret: bytes = b"") -> None:
     o = config.outbound
     retry_after = o.retry_after if o else 60.0
     retry_max = o.retry_max if o else 3600.0
@@ -300,6 +320,8 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
                 f"gave up after {c.attempts + 1} attempts; last answer: {outcome.detail}"
             conn.execute("UPDATE outbox SET state = 'failed', done_at = ?, last_error = ?, "
                          "attempts = attempts + 1 WHERE id = ?", (at, detail, c.id))
+            if c.kind == "article" and c.post is not None:
+                article_failed(conn, secret, config, c.post, detail, at)
         else:
             delay = min(retry_after * (2 ** c.attempts), retry_max)
             conn.execute("UPDATE outbox SET state = 'pending', next_attempt = ?, last_error = ?, "
@@ -309,8 +331,9 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
 class Outbox:
     """Claims due copies, hands them to worker threads in batches, records what happened."""
 
-    def __init__(self, config: Config, store: Store, writer: GroupWriter):
+    def __init__(self, config: Config, store: Store, writer: GroupWriter, secret: bytes = b""):
         self.config = config
+        self.secret = secret
         self.store = store
         self.writer = writer
         self.workers = config.outbound.connections if config.outbound else 1
@@ -387,7 +410,7 @@ class Outbox:
         if recorded:
             return
         try:
-            await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time()))
+            await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time(), self.secret))
         except Exception:
             log.exception("could not record delivery outcomes; they will be retried after a restart")
 
@@ -398,12 +421,30 @@ class Outbox:
         if not hasattr(state, "conn"):
             state.conn = self.store.connect(synchronous="NORMAL")
             state.bodies = OrderedDict()
+            state.news = {}
             if self.config.outbound is None:
                 state.sink = MaildirSink(self.config.maildir_path, self.config.server.hostname)
             else:
                 state.sink = SmtpSink(self.config)
             self._sinks.append(state)
         return state
+
+    def _news_sink(self, state, copy: Copy) -> NewsSink | None:
+        mlist = self._lists.get(copy.list)
+        if mlist is None or mlist.news_server is None:
+            return None
+        sink = state.news.get(mlist.address)
+        if sink is None:
+            timeout = self.config.outbound.timeout if self.config.outbound else 60.0
+            sink = state.news[mlist.address] = NewsSink(mlist, timeout)
+        return sink
+
+    def _article(self, state, copy: Copy, mlist: ListConfig) -> bytes:
+        raw, message_id, sha256 = state.conn.execute(
+            "SELECT m.raw, p.message_id, m.sha256 FROM posts p JOIN messages m ON m.id = p.message "
+            "WHERE p.id = ?", (copy.post,)).fetchone()
+        return approved_article(raw, mlist, article_message_id(
+            message_id, copy.post or 0, sha256, self.config.server.hostname))
 
     def _body(self, state, copy: Copy) -> bytes:
         if copy.kind != "post":
@@ -425,12 +466,20 @@ class Outbox:
         """Send one batch and commit its outcome at once, in this thread, in one small transaction:
         the time between the server's 250 and that commit is the only window for a duplicate."""
         state = self._thread_state()
-        outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
+        if batch[0].kind == "article":
+            news = self._news_sink(state, batch[0])
+            if news is None:
+                outcomes = [Outcome(c, "failed", f"{c.list} no longer moderates newsgroups in the "
+                                    "configuration, so its approved article was not posted") for c in batch]
+            else:
+                outcomes = news.deliver(batch, self._article(state, batch[0], news.mlist))
+        else:
+            outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
         assert self.journal is not None  # opened by run() before any batch is claimed
         self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
         try:
             with immediate(state.conn):
-                record_outcomes(state.conn, outcomes, self.config, time.time())
+                record_outcomes(state.conn, outcomes, self.config, time.time(), self.secret)
         except sqlite3.Error:
             return outcomes, False  # the event loop will record them through the writer
         self.journal.fold_if_large(state.conn)
@@ -440,6 +489,8 @@ class Outbox:
         def _close_all():
             for state in self._sinks:
                 state.sink.close()
+                for news in state.news.values():
+                    news.close()
                 state.conn.close()
         self._pool.submit(_close_all).result(timeout=30)
         self._pool.shutdown(wait=True)

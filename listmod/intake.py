@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 import unicodedata
@@ -257,9 +258,10 @@ class IntakeHandler:
         judged: list[Judged] = []
         seen: set[tuple[str, str]] = set()
         now = time.time()
+        skip = _crosspost_deputies(post, [t for a in rcpt_tos if (t := self.directory.lookup(a))])
         for address in rcpt_tos:
             target = self.directory.lookup(address)
-            if target is None or (target.mlist.address, target.role) in seen:
+            if target is None or (target.mlist.address, target.role) in seen or target.mlist.address in skip:
                 continue
             seen.add((target.mlist.address, target.role))
             mlist = target.mlist
@@ -291,9 +293,15 @@ class IntakeHandler:
             else:
                 records = stored
                 by_list = {r.list: r for r in records}
+                judged_by = next((r.list for r in records if (t := self.directory.lookup(r.list))
+                                  and t.mlist.news_server), "")
                 for address in posts:
                     target = self.directory.lookup(address)
-                    answers[address] = _answer(by_list.get(target.mlist.address) if target else None)
+                    if target and target.mlist.news_server and target.mlist.address not in by_list and judged_by:
+                        answers[address] = f"250 2.0.0 Cross-posted: judged once, by {judged_by}"
+                        continue
+                    answers[address] = _answer(by_list.get(target.mlist.address) if target else None,
+                                               news=bool(target and target.mlist.news_server))
         if self.lmtp:
             return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
         if replies and not posts:
@@ -320,9 +328,24 @@ class IntakeHandler:
         return records
 
 
-def _answer(record: PostRecord | None) -> str:
+def _crosspost_deputies(post: Post, targets: list) -> set[str]:
+    """A submission cross-posted to groups that several of our lists moderate, sent to them together:
+    one decision and one POST (RFC 5537 3.5.1). The list of the first such group in Newsgroups
+    judges; the others are left out."""
+    news = {t.mlist.address: t.mlist for t in targets if t.role == "post" and t.mlist.news_server}
+    if len(news) < 2:
+        return set()
+    named = [g for g in re.split(r"[,\s]+", " ".join(post.header("newsgroups"))) if g]
+    order = {g: n for n, g in enumerate(named)}
+    first = min(news.values(), key=lambda m: min(order.get(g, len(order)) for g in m.newsgroups))
+    return set(news) - {first.address}
+
+
+def _answer(record: PostRecord | None, news: bool = False) -> str:
     if record is None:
         return "250 2.0.0 OK"
+    if record.state == "rejected" and news:
+        return _reply("250", "2.0.0", f"Rejected; the poster is told by mail: {record.reason}")
     if record.state == "rejected":
         return _reply("550", "5.7.1", record.reason)
     if record.state == "held":

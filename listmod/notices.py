@@ -92,3 +92,23 @@ def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, messa
         "You will hear from us only if it is not accepted. To take the post back, reply to this\n"
         "message with the single word:\n\n    withdraw\n")
     return msg.as_bytes()
+
+
+def article_failed_notice(mlist: ListConfig, post: PostRecord, detail: str, hostname: str, *,
+                          to: str) -> bytes:
+    """Tell the poster (and the owner) that an approved article could not be posted, and why."""
+    groups = ", ".join(mlist.newsgroups)
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), to,
+                     f"Not posted to {groups}: {post.subject or '(no subject)'}", hostname,
+                     in_reply_to=post.message_id, auto="auto-generated")
+    if mlist.owner:
+        msg["Reply-To"] = mlist.owner
+    msg.set_content(
+        f"The article below was approved for {groups}, but the news server did not take it,\n"
+        "so it does not appear in the group.\n\n"
+        f"Subject:    {post.subject or '(no subject)'}\n"
+        f"Message-ID: {post.message_id or '(none)'}\n"
+        f"Post:       {post.label} on {mlist.address}\n\n"
+        f"What the news server said:\n\n{textwrap.indent(textwrap.fill(detail, 72), '    ')}\n\n"
+        f"The list owner{f' ({mlist.owner})' if mlist.owner else ''} has been told as well.\n")
+    return msg.as_bytes()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import audit
 from .config import Config, ListConfig
 from .message import Post
-from .notices import escalation_notice, held_notice, rejection_notice
+from .notices import article_failed_notice, escalation_notice, held_notice, rejection_notice
 from .rules import Decision
 from .store import insert
 from .tokens import held_notice_id
@@ -111,15 +111,27 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         if escalated and item.mlist.escalation_contact:
             enqueue_notice(conn, post_id, item.mlist, item.mlist.escalation_contact,
                            escalation_notice(item.mlist, post, short_id or "", d, hostname), at)
-        records.append(PostRecord(post_id, item.mlist.address, short_id, state, d.action,
-                                  d.rule_id, d.source, d.actor, d.reason, post.sender,
-                                  post.subject, post.message_id, at,
-                                  None if state == "held" else at, message))
+        record = PostRecord(post_id, item.mlist.address, short_id, state, d.action, d.rule_id,
+                            d.source, d.actor, d.reason, post.sender, post.subject, post.message_id,
+                            at, None if state == "held" else at, message)
+        if state == "rejected" and item.mlist.news_server is not None and post.sender:
+            # a submission comes through the news server's mailer, which would bounce a 550 to
+            # itself: the poster hears the reason by mail instead
+            enqueue_notice(conn, post_id, item.mlist, post.sender,
+                           rejection_notice(item.mlist, record, d.reason, hostname), at)
+        records.append(record)
     return records
 
 
 def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at: float) -> int:
-    """One outbox row per recipient copy: the roster at this moment, or the relay address."""
+    """One outbox row per recipient copy: the roster at this moment, or the relay address; for a
+    list that moderates newsgroups, one row for the one POST of the article to its news server."""
+    if mlist.news_server is not None:
+        conn.execute(
+            "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
+            "next_attempt, created_at) VALUES (?, 'article', ?, ?, ?, 'pending', 0, ?, ?)",
+            (post_id, mlist.address, str(mlist.news_server), mlist.bounce_address, at, at))
+        return 1
     if mlist.relay_to:
         recipients = [mlist.relay_to]
     else:
@@ -198,3 +210,23 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname), at)
     return find_post(conn, str(current.id))
+
+
+def article_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_id: int, detail: str,
+                   at: float) -> None:
+    """An approved article the news server refused for good (or never took): audited, and the
+    poster and the owner (the moderators when there is no owner) told why."""
+    record = find_post(conn, str(post_id))
+    mlist = config.list_for(record.list)
+    if mlist is None:
+        return
+    sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (record.message,)).fetchone()[0]
+    reason = f"The approved article was not posted: {detail}"
+    audit.append(conn, secret, list=mlist.address, post=record.id, message_id=record.message_id,
+                 sha256=sha, sender=record.sender, action="undelivered", reason=reason, rule="",
+                 source="news server", actor="delivery", at=at)
+    staff = [mlist.owner] if mlist.owner else list(mlist.moderators)
+    for recipient in dict.fromkeys([record.sender, *staff]):
+        if recipient:
+            enqueue_notice(conn, record.id, mlist, recipient, article_failed_notice(
+                mlist, record, detail, config.server.hostname, to=recipient), at)

@@ -1,6 +1,7 @@
-"""Real servers for the tests, on loopback ports: Dovecot (IMAP). Built from the verified recipe in
-../shared/recipes/ (install without starting system daemons; as root, Dovecot's own users must be
-able to reach the directory; detach stdio; stop through its own pid file)."""
+"""Real servers for the tests, on loopback ports: Dovecot (IMAP) and INN (NNTP). Built from the
+verified recipes in ../shared/recipes/ (install without starting system daemons; as root, the
+servers' own users must be able to reach the directory; detach stdio; stop through their own pid
+file or control socket)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,142 @@ service anvil {{
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+INN_BIN = next((d for d in ("/usr/lib/news/bin", "/usr/libexec/news", "/usr/lib/inn/bin")
+                if Path(d, "innd").exists()), None)
+
+
+class Inn:
+    """A throwaway INN news server on 127.0.0.1:PORT with everything under its own directory
+    (INNCONF points innd and its tools at DIR/etc/inn.conf; /etc/news is never read). Loopback
+    connections are readers, handed to nnrpd, with posting and Approved: allowed. Groups:
+    test.moderated (m), test.other (m), test.open (y). As root, innd runs as `news` (it refuses
+    root), so DIR is chowned to it and every command is run through setpriv. Stopping and starting
+    again keeps the articles and history, as a real server does."""
+
+    GROUPS = ("test.moderated", "test.other", "test.open")
+
+    def __init__(self, port: int):
+        self.port = port
+        # short (unix sockets live under it) and outside pytest's 0700 tmp dirs: `news` must reach it
+        self.dir = Path(tempfile.mkdtemp(prefix="listmod-inn-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.env = dict(os.environ, INNCONF=str(self.dir / "etc" / "inn.conf"))
+        self.as_news: list[str] = []
+        if os.getuid() == 0:
+            self.as_news = ["setpriv", "--reuid=news", "--regid=news", "--init-groups", "--"]
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        assert INN_BIN is not None
+        return subprocess.run([*self.as_news, f"{INN_BIN}/{args[0]}", *args[1:]], env=self.env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=check)
+
+    def _configure(self) -> None:
+        d = self.dir
+        for sub in ("etc", "db", "run", "log", "tmp", "filter", "http", "spool/articles", "spool/overview",
+                    "spool/incoming/tmp", "spool/incoming/bad", "spool/outgoing", "spool/archive"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        user = "news" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        group = "news" if os.getuid() == 0 else grp.getgrgid(os.getgid()).gr_name
+        paths = {"pathnews": d, "pathbin": INN_BIN, "pathcontrol": f"{INN_BIN}/control",
+                 "pathfilter": d / "filter", "pathetc": d / "etc", "pathdb": d / "db", "pathrun": d / "run",
+                 "pathlog": d / "log", "pathhttp": d / "http", "pathtmp": d / "tmp", "pathspool": d / "spool",
+                 "patharticles": d / "spool/articles", "pathoverview": d / "spool/overview",
+                 "pathincoming": d / "spool/incoming", "pathoutgoing": d / "spool/outgoing",
+                 "patharchive": d / "spool/archive"}
+        settings = {
+            "domain": "localdomain", "pathhost": "loopback.test", "fromhost": "loopback.test",
+            "server": "127.0.0.1", "organization": '"listmod test server"', "runasuser": user,
+            "runasgroup": group, "bindaddress": "127.0.0.1", "port": self.port, "nnrpdpostport": self.port,
+            "mta": f'"{d}/bin/mailer %s"', "mailcmd": "/bin/false", "hismethod": "hisv6", "ovmethod": "tradindexed",
+            "enableoverview": "true", "storeonxref": "true", "wireformat": "true", "noreader": "false",
+            "readerswhenstopped": "false", "docancels": '"require-auth"', "pgpverify": "false",
+            "doinnwatch": "false", "logipaddr": "true", "status": 0, "timer": 0, "maxconnections": 50,
+            "artcutoff": 0, "initialtimeout": 10, "clienttimeout": 600, **paths}
+        (d / "bin").mkdir(exist_ok=True)
+        (d / "bin/mailer").write_text(MAILER)
+        os.chmod(d / "bin/mailer", 0o755)
+        (d / "etc/inn.conf").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
+        (d / "etc/incoming.conf").write_text("streaming: true\nmax-connections: 8\n")
+        (d / "etc/readers.conf").write_text(
+            'auth "localhost" {\n  hosts: "localhost, 127.0.0.1, ::1, stdin"\n  default: "<localhost>"\n}\n'
+            'access "localhost" {\n  users: "<localhost>"\n  newsgroups: "*"\n  access: RPA\n}\n')
+        (d / "etc/newsfeeds").write_text("ME:*::\n")
+        (d / "etc/storage.conf").write_text("method timehash {\n  newsgroups: *\n  class: 0\n}\n")
+        (d / "etc/expire.ctl").write_text("/remember/:11\n*:A:1:10:never\n")
+        (d / "etc/control.ctl").write_text("all:*:*:drop\n")
+        for name in ("moderators", "control.ctl.local", "distrib.pats", "distributions", "localgroups",
+                     "passwd.nntp", "subscriptions"):
+            (d / "etc" / name).write_text("")
+        active = d / "db/active"
+        fresh = not active.exists()
+        if fresh:
+            flags = {"test.open": "y"}
+            active.write_text("control 0000000000 0000000001 n\ncontrol.cancel 0000000000 0000000001 n\n"
+                              "junk 0000000000 0000000001 n\n" + "".join(
+                                  f"{g} 0000000000 0000000001 {flags.get(g, 'm')}\n" for g in self.GROUPS))
+            (d / "db/newsgroups").write_text("".join(f"{g}\tlistmod test group\n" for g in self.GROUPS))
+            (d / "db/active.times").write_text("")
+            (d / "db/history").write_text("")
+        if os.getuid() == 0:
+            subprocess.run(["chown", "-R", "news:news", str(d)], check=True)
+            os.chmod(d, 0o755)
+        if fresh:
+            self._run("makedbz", "-i", "-o")
+
+    def mail_submissions(self, group: str, address: str, smtp_port: int) -> None:
+        """Make `group` send its unapproved submissions to `address`, by SMTP to 127.0.0.1:smtp_port
+        (the moderators file and mta of a real installation); nnrpd reads both for each post."""
+        moderators = self.dir / "etc/moderators"
+        moderators.write_text(moderators.read_text() + f"{group}:{address}\n")
+        (self.dir / "etc/mailer-port").write_text(str(smtp_port))
+        os.chmod(self.dir / "etc/mailer-port", 0o644)
+
+    def start(self) -> None:
+        self._configure()
+        self._run("innd")  # detaches by itself
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                if (self.dir / "run/control").exists():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        logs = "".join(p.read_text(errors="replace")[-1500:] for p in (self.dir / "log").glob("*") if p.is_file())
+        raise RuntimeError(f"innd did not listen on 127.0.0.1:{self.port}: {logs}")
+
+    def stop(self) -> None:
+        pidfile = self.dir / "run/innd.pid"
+        if not pidfile.exists() or not pidfile.read_text().strip():
+            return
+        pid = int(pidfile.read_text().strip())
+        self._run("ctlinnd", "-t", "10", "shutdown", "test stop", check=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+        pidfile.unlink(missing_ok=True)
+        # the port is free once innd is gone (nnrpd children exit with their clients)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# INN's mta: sendmail-like (the address is the argument, the message on stdin), but speaking SMTP
+# to the port in etc/mailer-port, so that a moderated group's submissions reach listmod.
+MAILER = """#!/usr/bin/python3
+import pathlib, smtplib, sys
+home = pathlib.Path(__file__).resolve().parent.parent
+data = sys.stdin.buffer.read().replace(b"\\r\\n", b"\\n").replace(b"\\n", b"\\r\\n")
+with smtplib.SMTP("127.0.0.1", int((home / "etc/mailer-port").read_text()), timeout=30) as s:
+    s.sendmail("news@loopback.test", sys.argv[1:], data)
+"""

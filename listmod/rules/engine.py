@@ -51,6 +51,13 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
         return _built("banned", "reject",
                       f"The moderators of {ctx.list_address} have banned this sender; posts from "
                       "this address are not accepted.", f"sender.trust is banned ({post.sender})")
+    if ctx.newsgroups:
+        named = [g for g in re.split(r"[,\s]+", " ".join(post.header("newsgroups"))) if g]
+        if named and not set(named) & set(ctx.newsgroups):
+            return _built("newsgroups", "hold",
+                          f"The submission is addressed to {', '.join(named)}, none of which "
+                          f"{ctx.list_address} moderates ({', '.join(ctx.newsgroups)}); a moderator "
+                          "will look at it.", f"Newsgroups: {', '.join(named)}")
     if post.problems:
         return _built("unparseable", "hold",
                       "The message could not be parsed: " + "; ".join(post.problems)

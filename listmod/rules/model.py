@@ -39,6 +39,7 @@ class Context:
     thread_participants: int | None = None
     auth: tuple[tuple[str, str], ...] = ()     # (method, result) from trusted Authentication-Results
     spam_score: float | None = None
+    newsgroups: tuple[str, ...] = ()           # the groups the list moderates (a newsgroup's list)
 
 
 @dataclass(frozen=True)
