@@ -49,6 +49,9 @@ def banner(config: Config, demo_members: list[str]) -> str:
     if config.server.lmtp:
         lines.append(f"  LMTP intake:  {config.server.lmtp}")
     lines.append(f"  lists:        {', '.join(m.address for m in config.lists)}")
+    for news in (m for m in config.lists if m.news_server):
+        lines.append(f"  newsgroups:   {news.address} moderates {', '.join(news.newsgroups)}; approved "
+                     f"articles are POSTed to {news.news_server}")
     lines.append(f"  store:        {config.database_path}")
     if config.outbound:
         lines.append(f"  outbound:     SMTP to {config.outbound.host}:{config.outbound.port}")
@@ -56,7 +59,14 @@ def banner(config: Config, demo_members: list[str]) -> str:
         lines.append(f"  outbound:     no [outbound] smarthost; list mail is written to {config.maildir_path}/new")
     if demo_members:
         lines.append(f"  members:      added {', '.join(demo_members)} to {mlist.address} (demo roster)")
-    if config.server.smtp:
+    if config.server.smtp and mlist.news_server:
+        host, port = config.server.smtp.host, config.server.smtp.port
+        lines.append("Send a test submission (as the news server would mail it):")
+        lines.append(f"  swaks --server {host}:{port} --from news@{mlist.domain} --to {mlist.address} "
+                     f"--header 'From: poster@example.net' --header 'Newsgroups: {mlist.newsgroups[0]}' "
+                     "--header 'Subject: hello' --body 'First post'")
+        lines.append("Then: `listmod queue` shows it if it is held, `listmod audit` every decision and why.")
+    elif config.server.smtp:
         host, port = config.server.smtp.host, config.server.smtp.port
         member = demo_members[0] if demo_members else "member@example.org"
         lines.append("Send a test post (from a member; it is delivered):")

@@ -214,6 +214,9 @@ class NewsSink:
                     self.client = self._connect()
                 reply = self.client.post(article)
                 result = judge_post_reply(reply)
+                if result.outcome == "sent" and reply.code != 240:
+                    log.info("post %s: %s already had the article (%s); counted as posted",
+                             copy.post, where, reply)
                 return [Outcome(copy, result.outcome, f"{where}: {result.detail}")]
             except NntpError as err:  # refused the greeting or the login
                 self.close()

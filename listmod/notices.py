@@ -35,18 +35,20 @@ def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str
 
 def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
+    venue = ", ".join(mlist.newsgroups) or mlist.address
     msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), post.sender,
-                     f"Your post to {mlist.address} was not accepted: {post.subject or '(no subject)'}",
+                     f"Your post to {venue} was not accepted: {post.subject or '(no subject)'}",
                      hostname, in_reply_to=post.message_id)
     msg["Precedence"] = "list"
     if mlist.owner:
         msg["Reply-To"] = mlist.owner
     wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in reason.splitlines())
     msg.set_content(
-        f"Your post to {mlist.address} was reviewed and not accepted.\n\n"
+        f"Your post to {venue} was reviewed and not accepted.\n\n"
         f"Subject: {post.subject or '(no subject)'}\n\n"
         f"Reason given:\n\n{textwrap.indent(wrapped, '    ')}\n\n"
-        f"Nothing was sent to the list. If you think this was a mistake, reply to this\n"
+        f"Nothing was {'posted to the newsgroup' if mlist.newsgroups else 'sent to the list'}. "
+        "If you think this was a mistake, reply to this\n"
         f"message to reach the list owner{f' ({mlist.owner})' if mlist.owner else ''}.\n")
     return msg.as_bytes()
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
@@ -130,8 +131,9 @@ class Inn:
 
     GROUPS = ("test.moderated", "test.other", "test.open")
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, logins: dict[str, str] | None = None):
         self.port = port
+        self.logins = logins or {}  # when given, posting needs AUTHINFO as one of these users
         # short (unix sockets live under it) and outside pytest's 0700 tmp dirs: `news` must reach it
         self.dir = Path(tempfile.mkdtemp(prefix="listmod-inn-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
@@ -172,16 +174,26 @@ class Inn:
         os.chmod(d / "bin/mailer", 0o755)
         (d / "etc/inn.conf").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
         (d / "etc/incoming.conf").write_text("streaming: true\nmax-connections: 8\n")
-        (d / "etc/readers.conf").write_text(
-            'auth "localhost" {\n  hosts: "localhost, 127.0.0.1, ::1, stdin"\n  default: "<localhost>"\n}\n'
-            'access "localhost" {\n  users: "<localhost>"\n  newsgroups: "*"\n  access: RPA\n}\n')
+        if self.logins:  # anyone may read; only a logged-in user may post (and approve)
+            (d / "etc/passwd.nntp").write_text("".join(f"{u}:{_crypt(pw)}\n" for u, pw in self.logins.items()))
+            (d / "etc/readers.conf").write_text(
+                f'auth "localhost" {{\n  hosts: "localhost, 127.0.0.1, ::1"\n'
+                f'  auth: "ckpasswd -f {d}/etc/passwd.nntp"\n  default: "<anonymous>"\n}}\n'
+                'access "readers" {\n  users: "<anonymous>"\n  newsgroups: "*"\n  access: R\n}\n'
+                'access "posters" {\n  users: "' + ",".join(self.logins) + '"\n  newsgroups: "*"\n'
+                '  access: RPA\n}\n')
+        else:
+            (d / "etc/readers.conf").write_text(
+                'auth "localhost" {\n  hosts: "localhost, 127.0.0.1, ::1, stdin"\n  default: "<localhost>"\n}\n'
+                'access "localhost" {\n  users: "<localhost>"\n  newsgroups: "*"\n  access: RPA\n}\n')
         (d / "etc/newsfeeds").write_text("ME:*::\n")
         (d / "etc/storage.conf").write_text("method timehash {\n  newsgroups: *\n  class: 0\n}\n")
         (d / "etc/expire.ctl").write_text("/remember/:11\n*:A:1:10:never\n")
         (d / "etc/control.ctl").write_text("all:*:*:drop\n")
         for name in ("moderators", "control.ctl.local", "distrib.pats", "distributions", "localgroups",
                      "passwd.nntp", "subscriptions"):
-            (d / "etc" / name).write_text("")
+            if not (d / "etc" / name).exists():
+                (d / "etc" / name).write_text("")
         active = d / "db/active"
         fresh = not active.exists()
         if fresh:
@@ -242,6 +254,20 @@ class Inn:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _crypt(password: str) -> str:
+    """A crypt(3) SHA-512 hash for ckpasswd's password file (the crypt module until Python 3.12,
+    else openssl)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+    except ImportError:
+        pass
+    out = subprocess.run(["openssl", "passwd", "-6", password], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 # INN's mta: sendmail-like (the address is the argument, the message on stdin), but speaking SMTP

@@ -4,7 +4,10 @@ real INN server on loopback and read back with ARTICLE."""
 from __future__ import annotations
 
 import base64
+import smtplib
+import threading
 import time
+from collections import Counter
 from email import message_from_bytes
 from email.policy import default
 
@@ -43,11 +46,11 @@ def inn():
     server.cleanup()
 
 
-def news_daemon(make_daemon, sink, inn, tmp_path, groups="test.moderated", extra="", extra_lists=""):
+def news_daemon(make_daemon, sink, inn, tmp_path, groups="test.moderated", extra="", extra_lists="", files=None):
     rules = tmp_path / "news-rules"
     rules.mkdir(exist_ok=True)
     (rules / "group.toml").write_text(RULES)
-    return make_daemon(sink, members=[], rules_dir=rules, moderators=(MOD,), extra_lists=extra_lists,
+    return make_daemon(sink, members=[], rules_dir=rules, moderators=(MOD,), extra_lists=extra_lists, files=files,
                        list_extra=f'deliver = "nntp://127.0.0.1:{inn.port}/{groups}"\n'
                                   f'default_nonmember_action = "accept"\n{extra}')
 
@@ -267,3 +270,66 @@ def test_a_submission_for_groups_we_do_not_moderate_is_held_with_the_reason(sink
     assert post["rule"] == "newsgroups"
     assert "alt.elsewhere.moderated, none of which" in post["reason"] and "test.moderated" in post["reason"]
     assert article(inn, mid) is None
+
+
+def test_a_server_that_wants_a_login_gets_authinfo_from_the_password_file(sink, make_daemon, tmp_path):
+    from conftest import free_port
+    server = Inn(free_port(), logins={"listmod": "n3ws-s3cret"})
+    server.start()
+    try:
+        d = news_daemon(make_daemon, sink, server, tmp_path, files={"nntp.password": "n3ws-s3cret\n"},
+                        extra='nntp_username = "listmod"\nnntp_password_file = "nntp.password"\n')
+        raw, mid = submission()
+        d.send("poster@example.net", LIST, raw)
+        wait_until(lambda: article(server, mid), what="the article posted after AUTHINFO")
+        # without the login the same server refuses to take posts from us
+        anonymous = NntpClient("127.0.0.1", server.port, timeout=10)
+        try:
+            answer = anonymous.post(submission()[0] + b"Approved: x@example.org\r\n")
+        finally:
+            anonymous.close()
+        assert answer.code in (440, 480), answer
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.slow
+def test_kill_9_while_posting_loses_no_acknowledged_submission_and_posts_each_once(
+        sink, make_daemon, inn, tmp_path):
+    d = news_daemon(make_daemon, sink, inn, tmp_path)
+    acked: list[str] = []
+    done = threading.Event()
+
+    def send_all():
+        n = 0
+        s = None
+        deadline = time.monotonic() + 120
+        while n < 600 and time.monotonic() < deadline:
+            raw, mid = submission(message_id=f"<kill-{n}-{time.time_ns()}@example.net>", subject=f"Part {n}")
+            try:
+                s = s or d.smtp()
+                s.sendmail("news@loopback.test", [LIST], raw)
+                acked.append(mid)
+                n += 1
+            except (smtplib.SMTPException, OSError):
+                s = None  # the daemon is down: connect again (bounded by the deadline)
+                time.sleep(0.05)
+        done.set()
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    wait_until(lambda: len(acked) >= 200, 60, "200 submissions acknowledged")
+    d.kill9()
+    d.start()
+    sender.join(150)
+    assert done.is_set() and len(acked) == 600
+    wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM outbox WHERE state != 'sent'").fetchone()[0] == 0,
+               120, "every article posted")
+    client = NntpClient("127.0.0.1", inn.port, timeout=10)
+    try:
+        assert client.command("GROUP test.moderated").code == 211
+        assert client.command("HDR Message-ID 1-").code == 225
+        in_group = Counter(line.split(b" ", 1)[1].decode() for line in client.read_block().splitlines())
+    finally:
+        client.close()
+    assert all(in_group[mid] == 1 for mid in acked), "an acknowledged submission is missing or posted twice"
