@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rules.py
 	bash .ci/install-servers
 	$(BIN)/python benchmarks/moderation.py
+	$(BIN)/python benchmarks/newsgroups.py
 
 ## lint: ruff and mypy, as configured in pyproject.toml
 lint: $(STAMP)

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,8 +205,19 @@ class NewsSink:
         return NntpClient(self.server.host, self.server.port, tls=self.server.tls, timeout=self.timeout,
                           username=self.mlist.nntp_username, password=self.mlist.nntp_password())
 
-    def deliver(self, copies: list[Copy], article: bytes) -> list[Outcome]:
-        (copy,) = copies  # an article is posted once, whatever its groups: one row, one POST
+    def deliver(self, copies: list[Copy], article_for: Callable[[Copy], bytes]) -> list[Outcome]:
+        """POST each copy's article (one row per approved post, whatever its groups), in order, on
+        one connection; once the server cannot be reached, the rest wait for the next attempt."""
+        outcomes: list[Outcome] = []
+        for n, copy in enumerate(copies):
+            outcome = self._post(copy, article_for(copy))
+            outcomes.append(outcome)
+            if outcome.result == "retry" and self.client is None:
+                outcomes += [Outcome(c, "retry", outcome.detail) for c in copies[n + 1:]]
+                break
+        return outcomes
+
+    def _post(self, copy: Copy, article: bytes) -> Outcome:
         where = f"the news server {self.server.endpoint}"
         for attempt in (1, 2):
             fresh = self.client is None
@@ -217,15 +229,15 @@ class NewsSink:
                 if result.outcome == "sent" and reply.code != 240:
                     log.info("post %s: %s already had the article (%s); counted as posted",
                              copy.post, where, reply)
-                return [Outcome(copy, result.outcome, f"{where}: {result.detail}")]
+                return Outcome(copy, result.outcome, f"{where}: {result.detail}")
             except NntpError as err:  # refused the greeting or the login
                 self.close()
                 result = judge_post_reply(err.reply)
-                return [Outcome(copy, result.outcome, f"{where} refused {err.step}: {result.detail}")]
+                return Outcome(copy, result.outcome, f"{where} refused {err.step}: {result.detail}")
             except (OSError, ConnectionError) as err:
                 self.close()
                 if fresh or attempt == 2:  # a kept connection may have timed out: one fresh try
-                    return [Outcome(copy, "retry", f"cannot reach {where}: {err}")]
+                    return Outcome(copy, "retry", f"cannot reach {where}: {err}")
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -392,7 +404,10 @@ class Outbox:
     def _batches(self, copies: list[Copy]) -> list[list[Copy]]:
         groups: OrderedDict[tuple, list[Copy]] = OrderedDict()
         for c in copies:
-            key = (c.kind, c.post if c.kind == "post" else c.id, c.envelope_from)
+            # a list copy batches with the other copies of its post; articles batch per list
+            # (one POST each, on one connection); each notice goes alone
+            per = {"post": c.post, "article": c.list}.get(c.kind, c.id)
+            key = (c.kind, per, c.envelope_from)
             groups.setdefault(key, []).append(c)
         batches = []
         for group in groups.values():
@@ -475,7 +490,7 @@ class Outbox:
                 outcomes = [Outcome(c, "failed", f"{c.list} no longer moderates newsgroups in the "
                                     "configuration, so its approved article was not posted") for c in batch]
             else:
-                outcomes = news.deliver(batch, self._article(state, batch[0], news.mlist))
+                outcomes = news.deliver(batch, lambda c: self._article(state, c, news.mlist))
         else:
             outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
         assert self.journal is not None  # opened by run() before any batch is claimed
