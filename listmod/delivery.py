@@ -320,7 +320,7 @@ def claim_due(conn: sqlite3.Connection, limit: int, at: float) -> list[Copy]:
 
 
 def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: Config,
-                    at: float, secret: bytes = b"") -> None:
+                    at: float, secret: bytes) -> None:
     o = config.outbound
     retry_after = o.retry_after if o else 60.0
     retry_max = o.retry_max if o else 3600.0
@@ -346,7 +346,7 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
 class Outbox:
     """Claims due copies, hands them to worker threads in batches, records what happened."""
 
-    def __init__(self, config: Config, store: Store, writer: GroupWriter, secret: bytes = b""):
+    def __init__(self, config: Config, store: Store, writer: GroupWriter, secret: bytes):
         self.config = config
         self.secret = secret
         self.store = store
