@@ -101,20 +101,24 @@ service anvil {{
         pid = int(pidfile.read_text().strip() or 0)
         subprocess.run([DOVECOT, "-c", str(self.dir / "dovecot.conf"), "stop"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
+        _wait_for_exit(pid, 10)
         pidfile.unlink(missing_ok=True)
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait for a server's master process to exit after its own stop command; kill it if it hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
 
 
 INN_BIN = next((d for d in ("/usr/lib/news/bin", "/usr/libexec/news", "/usr/lib/inn/bin")
@@ -239,15 +243,7 @@ class Inn:
             return
         pid = int(pidfile.read_text().strip())
         self._run("ctlinnd", "-t", "10", "shutdown", "test stop", check=False)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
+        _wait_for_exit(pid, 15)
         pidfile.unlink(missing_ok=True)
         # the port is free once innd is gone (nnrpd children exit with their clients)
 
