@@ -27,7 +27,7 @@ from .config import Config, ListConfig
 from .nntp import NntpClient, NntpError, judge_post_reply
 from .posts import article_failed
 from .rawmail import crlf_lines, split_message
-from .store import GroupWriter, Store, immediate
+from .store import GroupWriter, Store, StoreError, immediate
 
 log = logging.getLogger("listmod.delivery")
 
@@ -369,7 +369,17 @@ class Outbox:
     async def run(self, stopping: asyncio.Event) -> None:
         journal_path = self.config.server.state_dir / "delivered.journal"
         done = DeliveryJournal.read(journal_path)
-        released = await self._write(lambda conn: release_interrupted(conn, done, time.time()))
+        while True:  # the store may be busy (locked by another process) just as we start: wait
+            try:
+                released = await self._write(lambda conn: release_interrupted(conn, done, time.time()))
+                break
+            except StoreError as err:
+                log.warning("could not prepare the outbox (%s); trying again in 1 s", err)
+                try:
+                    await asyncio.wait_for(stopping.wait(), timeout=1.0)
+                    return
+                except TimeoutError:
+                    pass
         journal_path.unlink(missing_ok=True)  # folded into the store, which has committed
         self.journal = DeliveryJournal(journal_path)
         if released:
