@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from .config import ListConfig
+from .message import newsgroups_of
 from .rawmail import crlf_lines, split_message
 
 # Headers added in transit that an approved article must not carry: the news server's own trace
@@ -17,14 +18,6 @@ TRANSPORT_HEADERS = frozenset({
     b"nntp-posting-date", b"injection-info", b"injection-date", b"approved", b"lines",
 })
 TRANSPORT_PREFIXES = (b"nntp-posting-", b"injection-")
-
-_GROUP_SPLIT = re.compile(r"[,\s]+")
-
-
-def newsgroups_of(value: str) -> tuple[str, ...]:
-    """The groups of a Newsgroups header (comma separated; folding and stray spaces ignored)."""
-    return tuple(g for g in _GROUP_SPLIT.split(value.strip()) if g)
-
 
 def article_message_id(message_id: str, post_id: int, sha256: str, hostname: str) -> str:
     """The submission's Message-ID; one made from the post when it has none. Either way every

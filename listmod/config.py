@@ -398,6 +398,12 @@ IMAP_KEYS = ("host", "port", "username", "password_file", "ssl", "digest_folder"
 TOP_KEYS = ("server", "outbound", "imap", "list")
 
 
+def _check_password_file(r: _Reader, table: str, i: int, key: str, path: Path | None, whose: str) -> None:
+    if path is not None and not path.exists():
+        r.problem(table, i, (key,), f"{key} {str(path)!r} does not exist; create it with the {whose} "
+                  "password on one line")
+
+
 def _check_news(r: _Reader, i: int, item: dict, mlist: ListConfig) -> None:
     """The nntp_* keys belong to a list that moderates newsgroups; a password file must exist."""
     if mlist.news_server is None:
@@ -406,9 +412,7 @@ def _check_news(r: _Reader, i: int, item: dict, mlist: ListConfig) -> None:
                 r.problem("list", i, (key,), f"{key} applies only to a list whose deliver is "
                           "\"nntp://HOST:PORT/GROUP\"; remove it or set deliver")
         return
-    if mlist.nntp_password_file is not None and not mlist.nntp_password_file.exists():
-        r.problem("list", i, ("nntp_password_file",), f"nntp_password_file {str(mlist.nntp_password_file)!r} "
-                  "does not exist; create it with the news server password on one line")
+    _check_password_file(r, "list", i, "nntp_password_file", mlist.nntp_password_file, "news server")
     if mlist.nntp_password_file is not None and not mlist.nntp_username:
         r.problem("list", i, ("nntp_password_file",), "nntp_password_file is set but nntp_username is not; "
                   "add nntp_username = \"...\"")
@@ -467,10 +471,7 @@ def read_config(path: Path) -> Config:
             give_up_after=r.get("outbound", 0, o, "give_up_after", od.give_up_after, parse_duration, "a duration such as 5d"),
             timeout=r.get("outbound", 0, o, "timeout", od.timeout, parse_duration, "a duration such as 60s"),
         )
-        if outbound.password_file is not None and not outbound.password_file.exists():
-            r.problem("outbound", 0, ("password_file",),
-                      f"password_file {str(outbound.password_file)!r} does not exist; "
-                      "create it with the smarthost password on one line")
+        _check_password_file(r, "outbound", 0, "password_file", outbound.password_file, "smarthost")
 
     imap = None
     if "imap" in data:
@@ -490,9 +491,7 @@ def read_config(path: Path) -> Config:
         )
         if not imap.username:
             r.problem("imap", 0, (), "[imap] needs username = \"...\" (the mailbox the moderators read)")
-        if imap.password_file is not None and not imap.password_file.exists():
-            r.problem("imap", 0, ("password_file",), f"password_file {str(imap.password_file)!r} does not "
-                      "exist; create it with the IMAP password on one line")
+        _check_password_file(r, "imap", 0, "password_file", imap.password_file, "IMAP")
 
     lists: list[ListConfig] = []
     raw_lists = data.get("list", [])

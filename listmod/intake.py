@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sqlite3
 import time
 import unicodedata
@@ -48,8 +47,24 @@ class ListDirectory:
             self._by_address[mlist.bounce_address] = Recipient(mlist, "bounces")
             self._by_address[mlist.moderation_address] = Recipient(mlist, "moderation")
 
+        self._news_lists = sum(1 for m in config.lists if m.news_server)
+
     def lookup(self, address: str) -> Recipient | None:
         return self._by_address.get(address.strip().strip("<>").lower())
+
+    def crosspost_deputies(self, post: Post, rcpt_tos: list[str]) -> set[str]:
+        """A submission cross-posted to groups that several of our lists moderate, sent to them
+        together: one decision and one POST (RFC 5537 3.5.1). The list of the first such group in
+        Newsgroups judges; the others (returned) are left out."""
+        if self._news_lists < 2:
+            return set()
+        news = {t.mlist.address: t.mlist for a in rcpt_tos
+                if (t := self.lookup(a)) and t.role == "post" and t.mlist.news_server}
+        if len(news) < 2:
+            return set()
+        order = {g: n for n, g in enumerate(post.newsgroups)}
+        first = min(news.values(), key=lambda m: min(order.get(g, len(order)) for g in m.newsgroups))
+        return set(news) - {first.address}
 
 
 def reply_text(text: str, limit: int = 400) -> str:
@@ -258,7 +273,7 @@ class IntakeHandler:
         judged: list[Judged] = []
         seen: set[tuple[str, str]] = set()
         now = time.time()
-        skip = _crosspost_deputies(post, [t for a in rcpt_tos if (t := self.directory.lookup(a))])
+        skip = self.directory.crosspost_deputies(post, rcpt_tos)
         for address in rcpt_tos:
             target = self.directory.lookup(address)
             if target is None or (target.mlist.address, target.role) in seen or target.mlist.address in skip:
@@ -293,15 +308,15 @@ class IntakeHandler:
             else:
                 records = stored
                 by_list = {r.list: r for r in records}
-                judged_by = next((r.list for r in records if (t := self.directory.lookup(r.list))
-                                  and t.mlist.news_server), "")
                 for address in posts:
                     target = self.directory.lookup(address)
-                    if target and target.mlist.news_server and target.mlist.address not in by_list and judged_by:
-                        answers[address] = f"250 2.0.0 Cross-posted: judged once, by {judged_by}"
-                        continue
-                    answers[address] = _answer(by_list.get(target.mlist.address) if target else None,
-                                               news=bool(target and target.mlist.news_server))
+                    record = by_list.get(target.mlist.address) if target else None
+                    news = bool(target and target.mlist.news_server)
+                    judge = next((r.list for r in records if (t := self.directory.lookup(r.list))
+                                  and t.mlist.news_server), "") if news and record is None else ""
+                    # a cross-post that another of our newsgroup lists judged gets no decision of its own
+                    answers[address] = (f"250 2.0.0 Cross-posted: judged once, by {judge}" if judge
+                                        else _answer(record, news=news))
         if self.lmtp:
             return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
         if replies and not posts:
@@ -326,19 +341,6 @@ class IntakeHandler:
         if any(r.state == "accepted" for r in records):
             self.on_accepted()
         return records
-
-
-def _crosspost_deputies(post: Post, targets: list) -> set[str]:
-    """A submission cross-posted to groups that several of our lists moderate, sent to them together:
-    one decision and one POST (RFC 5537 3.5.1). The list of the first such group in Newsgroups
-    judges; the others are left out."""
-    news = {t.mlist.address: t.mlist for t in targets if t.role == "post" and t.mlist.news_server}
-    if len(news) < 2:
-        return set()
-    named = [g for g in re.split(r"[,\s]+", " ".join(post.header("newsgroups"))) if g]
-    order = {g: n for n, g in enumerate(named)}
-    first = min(news.values(), key=lambda m: min(order.get(g, len(order)) for g in m.newsgroups))
-    return set(news) - {first.address}
 
 
 def _answer(record: PostRecord | None, news: bool = False) -> str:

@@ -51,6 +51,11 @@ class Post:
         """The address that speaks for the post: From if it is valid, else the envelope sender."""
         return self.from_address or self.envelope_sender
 
+    @property
+    def newsgroups(self) -> tuple[str, ...]:
+        """The groups of the Newsgroups header (a submission to a moderated newsgroup)."""
+        return newsgroups_of(" ".join(self.header("newsgroups")))
+
     def header(self, name: str) -> tuple[str, ...]:
         """Every decoded value of a header (case-insensitive name), in order."""
         if not self._index:
@@ -58,6 +63,11 @@ class Post:
                 self._index.setdefault(key, ())
                 self._index[key] += (value,)
         return self._index.get(name.lower(), ())
+
+
+def newsgroups_of(value: str) -> tuple[str, ...]:
+    """The groups of a Newsgroups header: comma separated; folding and stray spaces ignored."""
+    return tuple(g for g in re.split(r"[,\s]+", value.strip()) if g)
 
 
 # Defects after which the parts of a message cannot be trusted to be what the rules saw.

@@ -1,5 +1,5 @@
 """A small NNTP client (RFC 3977, AUTHINFO from RFC 4643, TLS from RFC 4642) for posting approved
-articles, and what each answer to a POST means for the outbox.
+articles (and reading them back: ARTICLE, and any command with a multi-line answer), and what each answer to a POST means for the outbox.
 
 Our own rather than nntplib: nntplib is deprecated in Python 3.11-3.12 and gone from 3.13, and its
 `post()` rewrites line ends and turns every 4xx into the same exception; posting needs only a
@@ -118,12 +118,6 @@ class NntpClient:
         if reply.code != 220:
             raise NntpError("ARTICLE", reply.code, reply.text)
         return self.read_block()
-
-    def stat(self, message_id: str) -> bool:
-        reply = self.command(f"STAT {message_id}")
-        if reply.code not in (223, 430):
-            raise NntpError("STAT", reply.code, reply.text)
-        return reply.code == 223
 
     def read_block(self) -> bytes:
         """The lines of a multi-line answer, dot-unstuffed, without the terminating line."""

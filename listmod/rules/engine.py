@@ -52,7 +52,7 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
                       f"The moderators of {ctx.list_address} have banned this sender; posts from "
                       "this address are not accepted.", f"sender.trust is banned ({post.sender})")
     if ctx.newsgroups:
-        named = [g for g in re.split(r"[,\s]+", " ".join(post.header("newsgroups"))) if g]
+        named = post.newsgroups
         if named and not set(named) & set(ctx.newsgroups):
             return _built("newsgroups", "hold",
                           f"The submission is addressed to {', '.join(named)}, none of which "
