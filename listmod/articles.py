@@ -18,6 +18,8 @@ TRANSPORT_HEADERS = frozenset({
     b"nntp-posting-date", b"injection-info", b"injection-date", b"approved", b"lines",
 })
 TRANSPORT_PREFIXES = (b"nntp-posting-", b"injection-")
+# Headers by which an article acts on other articles; posted only where the list allows them.
+CONTROL_HEADERS = frozenset({b"control", b"also-control", b"supersedes"})
 
 def article_message_id(message_id: str, post_id: int, sha256: str, hostname: str) -> str:
     """The submission's Message-ID; one made from the post when it has none. Either way every
@@ -40,6 +42,8 @@ def approved_article(raw: bytes, mlist: ListConfig, message_id: str) -> bytes:
         name = f.split(b":", 1)[0].strip().lower()
         if name in TRANSPORT_HEADERS or name.startswith(TRANSPORT_PREFIXES):
             continue
+        if name in CONTROL_HEADERS and not mlist.allow_control:
+            continue  # a moderator approved the text, not a cancel of someone else's article
         if name == b"to" and _only_submission_address(f, mlist.address):
             continue
         if name == b"newsgroups":

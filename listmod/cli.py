@@ -11,9 +11,10 @@ from typing import Any
 
 from . import audit as audit_trail
 from .config import Config, load_config, normalize_address
+from .message import printable
 from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts
 from .rules import load_rules
-from .store import Store, load_or_create_secret
+from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
 
 
@@ -22,6 +23,7 @@ class CommandError(Exception):
 
 
 def _open_store(config: Config) -> Store:
+    private_state_dir(config.server.state_dir)
     secret = load_or_create_secret(config.server.state_dir)
     return Store(config.database_path, secret, timeout=config.server.commit_timeout)
 
@@ -102,9 +104,10 @@ def cmd_queue(args: argparse.Namespace, config: Config) -> int:
             _print_json({"id": p.label, "list": p.list, "sender": p.sender, "subject": p.subject,
                          "rule": p.rule, "source": p.source, "reason": p.reason,
                          "held_at": p.created_at, "message_id": p.message_id})
-        else:
+        else:  # printable(): a subject stored by an older version may still hold terminal escapes
             print(f"{p.label}  {_when(p.created_at)}  {p.list}  {p.sender or '<>'}  "
-                  f"{p.subject or '(no subject)'}\n      held by {p.rule} ({p.source}): {p.reason}")
+                  f"{printable(p.subject) or '(no subject)'}\n      held by {p.rule} ({p.source}): "
+                  f"{printable(p.reason)}")
     if not args.json:
         print(f"{len(held)} held post(s)")
     return 0
@@ -141,6 +144,10 @@ def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     store = _open_store(config)
     conn = store.connect()
     if args.action == "verify":
+        try:
+            check_integrity(conn, store.path)
+        except StartupError as err:
+            raise CommandError(str(err)) from None
         result = audit_trail.verify(conn)
         if args.json:
             _print_json({"ok": result.ok, "records": result.records, "problems": list(result.problems)})
@@ -161,6 +168,33 @@ def cmd_audit(args: argparse.Namespace, config: Config) -> int:
             print(f"#{record.seq} {_when(record.time)} {record.list} {record.action:<7} "
                   f"{record.sender or '<>'} {record.message_id or '-'}\n"
                   f"      by {record.actor}, rule {record.rule or '-'} ({record.source}): {record.reason}")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace, config: Config) -> int:
+    from .delivery import outbox_rows, requeue
+    store = _open_store(config)
+    if args.action == "retry":
+        if not args.ids and not args.failed:
+            raise CommandError("name the rows to send again (listmod outbox retry ID...) or give --failed")
+        if any(not i.isascii() or not i.isdigit() for i in args.ids):
+            raise CommandError("outbox ids are numbers, as `listmod outbox` shows them")
+        with store.transaction() as conn:
+            changed = requeue(conn, None if args.failed else [int(i) for i in args.ids], time.time())
+        print(f"{changed} failed row(s) queued again; the daemon sends them within seconds")
+        return 0
+    conn = store.connect()
+    rows = outbox_rows(conn, failed_only=args.failed)
+    for rid, kind, mlist, rcpt, state, attempts, next_at, error, post in rows:
+        if args.json:
+            _print_json({"id": rid, "kind": kind, "list": mlist, "recipient": rcpt, "state": state,
+                         "attempts": attempts, "next_attempt": next_at, "last_error": error, "post": post})
+        else:
+            when = f"next try {_when(next_at)}" if state == "pending" else state
+            print(f"{rid}  {kind:<7} {state:<8} {mlist}  {rcpt}  attempts {attempts}, {when}"
+                  + (f"\n      {printable(error)}" if error else ""))
+    if not args.json:
+        print(f"{len(rows)} row(s) {'failed' if args.failed else 'waiting or failed'}")
     return 0
 
 
@@ -261,6 +295,11 @@ def _parser() -> argparse.ArgumentParser:
         p = add(name, func, what)
         p.add_argument("id", help="the held post's id, as `listmod queue` shows it")
         p.add_argument("--reason", required=True, help="why; recorded, and sent to the poster on reject")
+    p = add("outbox", cmd_outbox, "show outgoing mail that waits or failed, or `outbox retry` it")
+    p.add_argument("action", nargs="?", choices=["show", "retry"], default="show")
+    p.add_argument("ids", nargs="*", metavar="ID", help="with retry: the rows to send again")
+    p.add_argument("--failed", action="store_true", help="only failed rows; with retry: all of them")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("trust", cmd_trust, "set a sender's standing on a list (the sender.trust field)")
     p.add_argument("list", help="the list's address")
     p.add_argument("addresses", nargs="+", metavar="ADDR")
@@ -298,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             print("listmod: not started; fix the problems above (`listmod check` lists them)",
                   file=sys.stderr)
         return 2
-    except CommandError as err:
+    except (CommandError, StartupError) as err:
         print(f"listmod: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -38,6 +39,17 @@ class ServerConfig:
     authserv_id: str = ""          # whose Authentication-Results the auth.* fields trust
     spam_score_header: str = ""    # e.g. "X-Spam-Score", written by the MTA's filter
     reload_every: float = 1.0      # how often rules_dir is checked for changes
+    # limits that keep one message or one client from stopping the work for others
+    max_header_size: int = 256 * 1024      # bytes of header section; larger: 552 5.3.4
+    max_header_count: int = 1000           # header fields; more: 552 5.3.4
+    max_mime_depth: int = 20               # nesting of multiparts; deeper: 554 5.6.0
+    max_mime_parts: int = 500              # MIME parts; more: 554 5.6.0
+    judge_budget: float = 2.0              # seconds to parse and judge one message; then held
+    max_concurrent_data: int = 16          # messages being received at once; more wait, then 451
+    max_connections_per_ip: int = 20       # per client address (trusted relays exempt); more: 421
+    trusted_relays: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    max_commands_per_reply: int = 20       # commands read from one moderation reply
+    held_notices_per_hour: int = 3         # "your post is held" notices to one address
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class OutboundConfig:
     retry_after: float = 60.0
     retry_max: float = 3600.0
     give_up_after: float = 5 * 86400.0
+    refused_retry_for: float = 3600.0   # a 5xx for the whole transaction is retried this long
     timeout: float = 60.0
 
     def password(self) -> str | None:
@@ -80,6 +93,8 @@ class ListConfig:
     nntp_password_file: Path | None = None
     approved_by: str = ""              # the Approved: value; the list address when empty
     nntps: bool = False                # NNTP over TLS (RFC 4642), port 563 unless one is given
+    allow_control: bool = False        # approved articles may carry Control/Supersedes headers
+    digest_max_size: int = 5 * 1024 * 1024  # posts past it wait for the next digest
 
     @property
     def moderation_address(self) -> str:
@@ -197,6 +212,7 @@ class ImapConfig:
     digest_folder: str = "Moderation"
     replies_folder: str = "INBOX"
     processed_folder: str = "Processed"
+    failed_folder: str = "Failed"     # replies that could not be applied, with the reason logged
     poll_every: float = 30.0          # when the server has no IDLE, or IDLE drops
 
     def password(self) -> str:
@@ -351,6 +367,17 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError
+    for v in value:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address or network") from None
+    return tuple(value)
+
+
 def normalize_address(value: Any) -> str:
     """A bare mail address, checked and lower-cased; raises ValueError saying what is wrong."""
     if not isinstance(value, str):
@@ -386,15 +413,20 @@ def _action(value: Any) -> str:
 
 
 SERVER_KEYS = ("smtp", "lmtp", "hostname", "max_message_size", "state_dir", "rules_dir",
-               "commit_timeout", "authserv_id", "spam_score_header", "reload_every")
+               "commit_timeout", "authserv_id", "spam_score_header", "reload_every",
+               "max_header_size", "max_header_count", "max_mime_depth", "max_mime_parts",
+               "judge_budget", "max_concurrent_data", "max_connections_per_ip", "trusted_relays",
+               "max_commands_per_reply", "held_notices_per_hour")
 OUTBOUND_KEYS = ("host", "port", "starttls", "username", "password_file", "connections",
-                 "batch_recipients", "retry_after", "retry_max", "give_up_after", "timeout")
+                 "batch_recipients", "retry_after", "retry_max", "give_up_after", "refused_retry_for",
+                 "timeout")
 LIST_KEYS = ("address", "moderators", "owner", "default_member_action",
              "default_nonmember_action", "deliver", "escalation_contact", "digest_every",
              "digest_max_items", "remind_after", "expire_after", "expire_action", "notify_held",
-             "require_dkim", "nntp_username", "nntp_password_file", "approved_by", "nntps")
+             "require_dkim", "nntp_username", "nntp_password_file", "approved_by", "nntps",
+             "allow_control", "digest_max_size")
 IMAP_KEYS = ("host", "port", "username", "password_file", "ssl", "digest_folder", "replies_folder",
-             "processed_folder", "poll_every")
+             "processed_folder", "failed_folder", "poll_every")
 TOP_KEYS = ("server", "outbound", "imap", "list")
 
 
@@ -407,7 +439,7 @@ def _check_password_file(r: _Reader, table: str, i: int, key: str, path: Path | 
 def _check_news(r: _Reader, i: int, item: dict, mlist: ListConfig) -> None:
     """The nntp_* keys belong to a list that moderates newsgroups; a password file must exist."""
     if mlist.news_server is None:
-        for key in ("nntp_username", "nntp_password_file", "approved_by", "nntps"):
+        for key in ("nntp_username", "nntp_password_file", "approved_by", "nntps", "allow_control"):
             if key in item:
                 r.problem("list", i, (key,), f"{key} applies only to a list whose deliver is "
                           "\"nntp://HOST:PORT/GROUP\"; remove it or set deliver")
@@ -421,6 +453,10 @@ def _check_news(r: _Reader, i: int, item: dict, mlist: ListConfig) -> None:
 def read_config(path: Path) -> Config:
     """Load and check listmod.toml; raises ConfigError listing every problem with file:line."""
     data, locator = load(path)
+    mode = path.stat().st_mode
+    if mode & 0o002:
+        raise ConfigError([f"{path}: writable by every user (mode {mode & 0o777:o}), so anyone on this "
+                           f"machine could change the lists and their moderators: chmod o-w {path}"])
     base = path.resolve().parent
     r = _Reader(locator)
     r.check_keys("", 0, data, TOP_KEYS, "listmod.toml")
@@ -446,6 +482,16 @@ def read_config(path: Path) -> Config:
         authserv_id=r.get("server", 0, s, "authserv_id", "", _string, "the host name your MTA writes in Authentication-Results"),
         spam_score_header=r.get("server", 0, s, "spam_score_header", "", _string, 'a header name such as "X-Spam-Score"'),
         reload_every=r.get("server", 0, s, "reload_every", d.reload_every, parse_duration, "a duration such as 1s"),
+        max_header_size=r.get("server", 0, s, "max_header_size", d.max_header_size, parse_size, "a size such as 256KB"),
+        max_header_count=r.get("server", 0, s, "max_header_count", d.max_header_count, _positive_int, "a whole number >= 1"),
+        max_mime_depth=r.get("server", 0, s, "max_mime_depth", d.max_mime_depth, _positive_int, "a whole number >= 1"),
+        max_mime_parts=r.get("server", 0, s, "max_mime_parts", d.max_mime_parts, _positive_int, "a whole number >= 1"),
+        judge_budget=r.get("server", 0, s, "judge_budget", d.judge_budget, parse_duration, "a duration such as 2s"),
+        max_concurrent_data=r.get("server", 0, s, "max_concurrent_data", d.max_concurrent_data, _positive_int, "a whole number >= 1"),
+        max_connections_per_ip=r.get("server", 0, s, "max_connections_per_ip", d.max_connections_per_ip, _positive_int, "a whole number >= 1"),
+        trusted_relays=r.get("server", 0, s, "trusted_relays", d.trusted_relays, _networks, 'a list of addresses or networks such as ["127.0.0.0/8", "::1"]'),
+        max_commands_per_reply=r.get("server", 0, s, "max_commands_per_reply", d.max_commands_per_reply, _positive_int, "a whole number >= 1"),
+        held_notices_per_hour=r.get("server", 0, s, "held_notices_per_hour", d.held_notices_per_hour, _positive_int, "a whole number >= 1"),
     )
     if server.smtp is None and server.lmtp is None and "server" in data:
         r.problem("server", 0, ("smtp",), "neither smtp nor lmtp is set; listmod would receive no mail")
@@ -469,6 +515,7 @@ def read_config(path: Path) -> Config:
             retry_after=r.get("outbound", 0, o, "retry_after", od.retry_after, parse_duration, "a duration such as 1m"),
             retry_max=r.get("outbound", 0, o, "retry_max", od.retry_max, parse_duration, "a duration such as 1h"),
             give_up_after=r.get("outbound", 0, o, "give_up_after", od.give_up_after, parse_duration, "a duration such as 5d"),
+            refused_retry_for=r.get("outbound", 0, o, "refused_retry_for", od.refused_retry_for, parse_duration, "a duration such as 1h"),
             timeout=r.get("outbound", 0, o, "timeout", od.timeout, parse_duration, "a duration such as 60s"),
         )
         _check_password_file(r, "outbound", 0, "password_file", outbound.password_file, "smarthost")
@@ -487,6 +534,7 @@ def read_config(path: Path) -> Config:
             digest_folder=r.get("imap", 0, m, "digest_folder", md.digest_folder, _string, "a folder name"),
             replies_folder=r.get("imap", 0, m, "replies_folder", md.replies_folder, _string, "a folder name"),
             processed_folder=r.get("imap", 0, m, "processed_folder", md.processed_folder, _string, "a folder name"),
+            failed_folder=r.get("imap", 0, m, "failed_folder", md.failed_folder, _string, "a folder name"),
             poll_every=r.get("imap", 0, m, "poll_every", md.poll_every, parse_duration, "a duration such as 30s"),
         )
         if not imap.username:
@@ -531,6 +579,8 @@ def read_config(path: Path) -> Config:
             nntp_password_file=r.get("list", i, item, "nntp_password_file", None, rel, "a file path"),
             approved_by=r.get("list", i, item, "approved_by", "", normalize_address, "a mail address"),
             nntps=r.get("list", i, item, "nntps", False, _bool, "true or false"),
+            allow_control=r.get("list", i, item, "allow_control", False, _bool, "true or false"),
+            digest_max_size=r.get("list", i, item, "digest_max_size", ld.digest_max_size, parse_size, "a size such as 5MB"),
         ))
         _check_news(r, i, item, lists[-1])
     if not lists and not r.problems:

@@ -100,6 +100,7 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
         auth=authentication_results(post, config.server.authserv_id),
         spam_score=spam_score(post, config.server.spam_score_header),
         newsgroups=mlist.newsgroups,
+        allow_control=mlist.allow_control,
     )
     counts: dict[str, Any] = {}
     # counters are counted up to COUNT_CAP: enough for any rule, and bounded in cost

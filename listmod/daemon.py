@@ -8,16 +8,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from .config import DEMO_MEMBERS, Config
 from .delivery import Outbox
-from .intake import IntakeHandler, ListmodLMTP, ListmodSMTP
+from .intake import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
 from .moderator_mail import ModerationWorker
 from .notices import rules_refused_notice
 from .posts import enqueue_notice
 from .rulebook import RuleBook
 from .rules import RuleSet
-from .store import GroupWriter, Store, load_or_create_secret
+from .store import GroupWriter, StartupError, Store, load_or_create_secret, private_state_dir
+from .supervise import supervised
 from .tomlfile import ConfigError
 
 log = logging.getLogger("listmod.daemon")
@@ -90,12 +92,12 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
             loop.add_signal_handler(sig, stopping.set)
         except (NotImplementedError, RuntimeError):
             pass
+    private_state_dir(config.server.state_dir)
     secret = load_or_create_secret(config.server.state_dir)
-    store = Store(config.database_path, secret, timeout=config.server.commit_timeout)
+    store = Store(config.database_path, secret, timeout=config.server.commit_timeout, check=True)
     demo = seed_demo_members(store, config)
     writer = GroupWriter(store)
     writer.start()
-    reader = store.connect()
     outbox = Outbox(config, store, writer, secret)
 
     def refused(err: ConfigError) -> None:
@@ -109,10 +111,12 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         writer.submit(notify).add_done_callback(lambda f: outbox.wake())
 
     book = RuleBook(config.server.rules_dir, rules, on_refused=refused)
+    limits = ClientLimits(config.server)  # shared by SMTP and LMTP: one machine, one budget
+    judges = ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
 
     def factory(lmtp: bool):
-        handler = IntakeHandler(config, book, writer, reader, secret,
-                                on_accepted=outbox.wake, lmtp=lmtp)
+        handler = IntakeHandler(config, book, writer, store.connect, secret, on_accepted=outbox.wake,
+                                lmtp=lmtp, limits=limits, judges=judges)
         cls = ListmodLMTP if lmtp else ListmodSMTP
         return lambda: cls(handler, hostname=config.server.hostname,
                            data_size_limit=config.server.max_message_size,
@@ -123,17 +127,17 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         for endpoint, lmtp in ((config.server.smtp, False), (config.server.lmtp, True)):
             if endpoint is not None:
                 servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
-        outbox_task = asyncio.create_task(outbox.run(stopping))
-        watch_task = asyncio.create_task(book.watch(stopping, config.server.reload_every))
+        # every long-lived task is supervised: a failure is logged and the task starts again
+        outbox_task = asyncio.create_task(supervised("outbox", outbox.run, stopping))
+        watch_task = asyncio.create_task(supervised(
+            "rules watch", lambda s: book.watch(s, config.server.reload_every), stopping))
         imap_task = None
-        append = None
         if config.imap is not None:
             from .imap import ImapWorker
             imap_worker = ImapWorker(config, writer, secret, outbox.wake)
-            append = imap_worker.append
-            imap_task = asyncio.create_task(imap_worker.run(stopping))
-        moderation = ModerationWorker(config, writer, secret, outbox.wake, append=append)
-        moderation_task = asyncio.create_task(moderation.run(stopping))
+            imap_task = asyncio.create_task(supervised("IMAP replies", imap_worker.run, stopping))
+        moderation = ModerationWorker(config, writer, secret, outbox.wake)
+        moderation_task = asyncio.create_task(supervised("moderation", moderation.run, stopping))
         announce(banner(config, demo))
         await stopping.wait()
         log.info("stopping: no new connections; finishing the messages in progress")
@@ -153,8 +157,8 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         for server in servers:
             server.close()
         outbox.close()
+        judges.shutdown(wait=True)
         writer.stop()
-        reader.close()
 
 
 def run(config: Config, rules: RuleSet) -> int:
@@ -166,6 +170,9 @@ def run(config: Config, rules: RuleSet) -> int:
         print(text, flush=True)
     try:
         asyncio.run(serve(config, rules, announce=announce))
+    except StartupError as err:
+        print(f"listmod: not started: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"listmod: cannot start: {err}", file=sys.stderr)
         return 1

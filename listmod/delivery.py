@@ -15,19 +15,23 @@ import smtplib
 import sqlite3
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
+from . import audit
 from .articles import approved_article, article_message_id
 from .config import Config, ListConfig
 from .nntp import NntpClient, NntpError, judge_post_reply
-from .posts import article_failed
+from .notices import undelivered_notice
+from .posts import article_failed, enqueue_notice, find_post
 from .rawmail import crlf_lines, split_message
 from .store import GroupWriter, Store, StoreError, immediate
+from .supervise import QuietLog
 
 log = logging.getLogger("listmod.delivery")
 
@@ -51,7 +55,7 @@ class Copy:
 @dataclass(frozen=True)
 class Outcome:
     copy: Copy
-    result: str          # "sent" | "failed" | "retry"
+    result: str          # "sent" | "failed" | "retry" | "refused" (a 5xx for the whole transaction)
     detail: str = ""
 
 
@@ -150,8 +154,10 @@ class SmtpSink:
         except smtplib.SMTPRecipientsRefused as err:
             return [_from_reply(c, *err.recipients.get(c.recipient, (451, b"refused"))) for c in copies]
         except smtplib.SMTPResponseException as err:
+            # a 5xx at MAIL or DATA speaks of the message or of the server, not of one recipient:
+            # retried for refused_retry_for before the copies count as failed
             self.close()
-            return [_from_reply(c, err.smtp_code, err.smtp_error) for c in copies]
+            return [_from_reply(c, err.smtp_code, err.smtp_error, whole=True) for c in copies]
         except (OSError, smtplib.SMTPException) as err:
             self.close()
             return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
@@ -186,10 +192,12 @@ class SmtpSink:
             self.conn = None
 
 
-def _from_reply(copy: Copy, code: int, text: bytes | str) -> Outcome:
+def _from_reply(copy: Copy, code: int, text: bytes | str, whole: bool = False) -> Outcome:
     message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
     detail = f"{code} {message}".strip()
-    return Outcome(copy, "failed" if 500 <= code < 600 else "retry", detail)
+    if 500 <= code < 600:
+        return Outcome(copy, "refused" if whole else "failed", detail)
+    return Outcome(copy, "retry", detail)
 
 
 class NewsSink:
@@ -251,7 +259,8 @@ class DeliveryJournal:
 
     Recording 'sent' in SQLite can wait behind intake's commits; this file cannot, so the window
     in which a crash leads to a copy being sent twice shrinks to one write() after the reply.
-    At start-up the journal is folded into the store before anything is sent again.
+    At start-up the journal is folded into the store before anything is sent again. Each record is
+    "ID CRC\\n" (CRC-32 of the id, hex): a torn last line or any stray byte is never read as sent.
     """
 
     def __init__(self, path: Path):
@@ -259,10 +268,15 @@ class DeliveryJournal:
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
+    @staticmethod
+    def line(copy_id: int) -> bytes:
+        text = str(copy_id).encode()
+        return text + b" " + f"{zlib.crc32(text):08x}".encode() + b"\n"
+
     def record(self, ids: list[int]) -> None:
         if not ids:
             return
-        data = "".join(f"{i}\n" for i in ids).encode()
+        data = b"".join(self.line(i) for i in ids)
         with self._lock:
             os.write(self._fd, data)
             os.fsync(self._fd)
@@ -279,11 +293,17 @@ class DeliveryJournal:
 
     @staticmethod
     def read(path: Path) -> list[int]:
+        """The ids of the complete, checksummed records; anything else is passed over."""
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except FileNotFoundError:
             return []
-        return [int(line) for line in text.splitlines() if line.strip().isdigit()]
+        ids = []
+        for record in data.split(b"\n")[:-1]:  # the last piece has no newline: torn, or empty
+            number, _, crc = record.partition(b" ")
+            if number.isdigit() and number.isascii() and crc == f"{zlib.crc32(number):08x}".encode():
+                ids.append(int(number))
+        return ids
 
     def close(self) -> None:
         os.close(self._fd)
@@ -325,22 +345,81 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
     retry_after = o.retry_after if o else 60.0
     retry_max = o.retry_max if o else 3600.0
     give_up = o.give_up_after if o else 5 * 86400.0
+    refused_for = o.refused_retry_for if o else 3600.0
+    undelivered: dict[int, list[Outcome]] = {}
     for outcome in outcomes:
         c = outcome.copy
         if outcome.result == "sent":
             conn.execute("UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL, "
                          "attempts = attempts + 1 WHERE id = ?", (at, c.id))
-        elif outcome.result == "failed" or at - c.created_at > give_up:
+            continue
+        waited = at - c.created_at
+        if outcome.result == "failed" or waited > give_up or (outcome.result == "refused" and waited > refused_for):
             detail = outcome.detail if outcome.result == "failed" else \
-                f"gave up after {c.attempts + 1} attempts; last answer: {outcome.detail}"
+                f"gave up after {c.attempts + 1} attempts over {_span(waited)}; last answer: {outcome.detail}"
             conn.execute("UPDATE outbox SET state = 'failed', done_at = ?, last_error = ?, "
                          "attempts = attempts + 1 WHERE id = ?", (at, detail, c.id))
             if c.kind == "article" and c.post is not None:
                 article_failed(conn, secret, config, c.post, detail, at)
+            elif c.kind == "post" and c.post is not None:
+                undelivered.setdefault(c.post, []).append(replace(outcome, detail=detail))
+            continue
+        if c.kind == "digest":  # moderators wait for it: try again soon after an outage ends
+            delay = min(2.0 ** c.attempts, 30.0)
         else:
             delay = min(retry_after * (2 ** c.attempts), retry_max)
-            conn.execute("UPDATE outbox SET state = 'pending', next_attempt = ?, last_error = ?, "
-                         "attempts = attempts + 1 WHERE id = ?", (at + delay, outcome.detail, c.id))
+        conn.execute("UPDATE outbox SET state = 'pending', next_attempt = ?, last_error = ?, "
+                     "attempts = attempts + 1 WHERE id = ?", (at + delay, outcome.detail, c.id))
+    for post_id, failed in undelivered.items():
+        copies_failed(conn, secret, config, post_id, failed, at)
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def copies_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_id: int,
+                  failed: list[Outcome], at: float) -> None:
+    """Copies of a post that will not be delivered: one audit record, and the owner (the
+    moderators when there is none) told with the server's words."""
+    record = find_post(conn, str(post_id))
+    mlist = config.list_for(record.list)
+    if mlist is None:
+        return
+    sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (record.message,)).fetchone()[0]
+    detail = failed[0].detail
+    audit.append(conn, secret, list=mlist.address, post=record.id, message_id=record.message_id,
+                 sha256=sha, sender=record.sender, action="undelivered",
+                 reason=f"{len(failed)} cop{'y' if len(failed) == 1 else 'ies'} not delivered: {detail}",
+                 rule="", source="outbound", actor="delivery", at=at)
+    for staff in ([mlist.owner] if mlist.owner else list(mlist.moderators)):
+        enqueue_notice(conn, record.id, mlist, staff, undelivered_notice(
+            mlist, record.subject, record.label, len(failed), detail, config.server.hostname, to=staff), at)
+
+
+def outbox_rows(conn: sqlite3.Connection, failed_only: bool = False) -> list[tuple]:
+    """What waits or failed: (id, kind, list, recipient, state, attempts, next_attempt, last_error, post)."""
+    states = ("failed",) if failed_only else ("pending", "sending", "failed")
+    return conn.execute(
+        "SELECT id, kind, list, recipient, state, attempts, next_attempt, last_error, post FROM outbox "
+        f"WHERE state IN ({','.join('?' * len(states))}) ORDER BY id", states).fetchall()
+
+
+def requeue(conn: sqlite3.Connection, ids: list[int] | None, at: float) -> int:
+    """Failed rows (these ids, or all) made due again; sent ones are never sent twice."""
+    if ids is None:
+        return conn.execute("UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ? "
+                            "WHERE state = 'failed'", (at, at)).rowcount
+    changed = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start: start + 500]
+        changed += conn.execute(f"UPDATE outbox SET state = 'pending', next_attempt = ?, created_at = ? "
+                                f"WHERE state = 'failed' AND id IN ({','.join('?' * len(chunk))})",
+                                (at, at, *chunk)).rowcount
+    return changed
 
 
 class Outbox:
@@ -359,6 +438,7 @@ class Outbox:
         self._sinks: list = []
         self._lists = {m.address: m for m in config.lists}
         self.journal: DeliveryJournal | None = None
+        self.quiet = QuietLog(log)
 
     def wake(self) -> None:
         self._wake.set()
@@ -392,8 +472,9 @@ class Outbox:
             free = self.workers - len(running)
             try:
                 copies = await self._write(lambda c: claim_due(c, free * self.batch, time.time()))
-            except Exception:
-                log.exception("could not read the outbox; trying again shortly")
+            except Exception as err:
+                self.quiet("claim", logging.WARNING, "could not read the outbox (%s); trying again "
+                           "shortly", err)
                 copies = []
             if not copies:
                 self._wake.clear()
@@ -429,18 +510,29 @@ class Outbox:
         try:
             outcomes, recorded = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._deliver, batch)
-        except Exception as err:
-            log.exception("delivery of %d copies failed unexpectedly", len(batch))
+        except Exception as err:  # raised before anything was handed to a server
+            self.quiet("deliver", logging.ERROR, "delivery of %d copies failed unexpectedly; they are "
+                       "tried again", len(batch), exc_info=True)
             outcomes, recorded = [Outcome(c, "retry", f"internal error: {err}") for c in batch], False
         for o in outcomes:
             if o.result == "failed":
                 log.warning("copy %d to %s failed: %s", o.copy.id, o.copy.recipient, o.detail)
-        if recorded:
-            return
-        try:
-            await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time(), self.secret))
-        except Exception:
-            log.exception("could not record delivery outcomes; they will be retried after a restart")
+            elif o.result in ("retry", "refused"):
+                self.quiet(f"retry:{o.copy.kind}", logging.WARNING, "%s %d to %s not delivered yet (%s); "
+                           "it is tried again later", o.copy.kind, o.copy.id, o.copy.recipient, o.detail)
+        delay = 1.0
+        while not recorded:
+            # what the server answered must be recorded as it was: a 250 never becomes a retry,
+            # so while the store cannot commit (a full disk) the copies stay claimed and we wait
+            try:
+                await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time(),
+                                                               self.secret))
+                recorded = True
+            except Exception as err:
+                self.quiet("record", logging.ERROR, "could not record the outcome of %d copies (%s); "
+                           "trying again in %.0fs", len(outcomes), err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     # --- worker thread side ---
 
@@ -494,7 +586,9 @@ class Outbox:
         """Send one batch and commit its outcome at once, in this thread, in one small transaction:
         the time between the server's 250 and that commit is the only window for a duplicate."""
         state = self._thread_state()
-        if batch[0].kind == "article":
+        if batch[0].kind == "digest":
+            outcomes = [self._digest(state, c) for c in batch]
+        elif batch[0].kind == "article":
             news = self._news_sink(state, batch[0])
             if news is None:
                 outcomes = [Outcome(c, "failed", f"{c.list} no longer moderates newsgroups in the "
@@ -504,14 +598,43 @@ class Outbox:
         else:
             outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
         assert self.journal is not None  # opened by run() before any batch is claimed
-        self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
+        try:
+            self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
+        except OSError as err:  # a full disk: the store below is now the only record
+            self.quiet("journal", logging.ERROR, "could not write the delivery journal (%s); recording "
+                       "in the store only", err)
         try:
             with immediate(state.conn):
                 record_outcomes(state.conn, outcomes, self.config, time.time(), self.secret)
         except sqlite3.Error:
             return outcomes, False  # the event loop will record them through the writer
-        self.journal.fold_if_large(state.conn)
+        try:
+            self.journal.fold_if_large(state.conn)
+        except (OSError, sqlite3.Error) as err:
+            self.quiet("journal", logging.WARNING, "could not fold the delivery journal (%s)", err)
         return outcomes, True
+
+    def _digest(self, state, copy: Copy) -> Outcome:
+        """A digest row: APPENDed to the IMAP folder its recipient names, or written to the
+        local Maildir; either way the bytes come from the row."""
+        data = self._body(state, copy)
+        if copy.recipient.startswith("imap:") and self.config.imap is not None:
+            from .imap import append_digest
+            folder = copy.recipient[len("imap:"):]
+            try:
+                append_digest(self.config.imap, folder, data)
+            except Exception as err:  # any failure of the server or the network: try again
+                return Outcome(copy, "retry", f"IMAP APPEND to {folder} failed ({err}); the digest is "
+                                              "kept and retried")
+            log.info("digest (outbox %d) for %s appended to %s", copy.id, copy.list, folder)
+            return Outcome(copy, "sent", f"appended to {folder}")
+        try:
+            write_maildir(self.config.digest_maildir_path, f"digest-{copy.id}", data)
+        except OSError as err:
+            return Outcome(copy, "retry", f"cannot write the digest Maildir: {err}")
+        log.info("digest (outbox %d) for %s written to %s", copy.id, copy.list,
+                 self.config.digest_maildir_path / "new")
+        return Outcome(copy, "sent", "written to the local Maildir")
 
     def close(self) -> None:
         def _close_all():

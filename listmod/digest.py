@@ -3,25 +3,23 @@ a plain-text summary with the exact commands to reply with, then each held post 
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import hmac
+import quopri
+import secrets
 import sqlite3
 import textwrap
 import time
 from dataclasses import dataclass
-from email.charset import QP, Charset
 from email.message import Message
-from email.mime.message import MIMEMessage
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.parser import BytesParser
 from email.policy import compat32
 
 from . import tokens
 from .config import ListConfig
-from .message import parse
-from .posts import PostRecord, held_posts
+from .posts import PostRecord, enqueue_notice, held_posts
+from .rawmail import crlf_lines
 from .store import insert
 
 
@@ -41,7 +39,7 @@ def verify_digest_id(secret: bytes, mlist_address: str, message_id: str) -> bool
     if not inner.startswith("digest."):
         return False
     core, _, mac = inner[len("digest."):].rpartition(".")
-    return bool(core) and hmac.compare_digest(mac, digest_mac(secret, mlist_address, core))
+    return bool(core) and hmac.compare_digest(mac.encode("utf-8"), digest_mac(secret, mlist_address, core).encode())
 
 
 def _age(seconds: float) -> str:
@@ -55,13 +53,9 @@ def _age(seconds: float) -> str:
 class Digest:
     list: str
     message_id: str
-    posts: tuple[PostRecord, ...]
+    posts: tuple[PostRecord, ...]   # every post the digest shows (new in full, older in one line)
     data: bytes
-
-
-def _excerpt(raw: bytes) -> list[str]:
-    lines = [t.strip() for t in parse(raw).body.splitlines() if t.strip() and not t.startswith(">")]
-    return [textwrap.shorten(t, 76, placeholder=" ...") for t in lines[:2]]
+    deferred: int = 0               # new posts left for the next digest (digest_max_size)
 
 
 def decided_since(conn: sqlite3.Connection, mlist: ListConfig, since: float) -> list[str]:
@@ -75,92 +69,192 @@ def decided_since(conn: sqlite3.Connection, mlist: ListConfig, since: float) -> 
     return out
 
 
+@dataclass(frozen=True)
+class _Shown:
+    post: PostRecord
+    size: int
+    excerpt: str
+    parsed: bool
+    escalated: bool
+    attach: bool
+
+
+def _select(conn: sqlite3.Connection, mlist: ListConfig,
+            held: list[PostRecord]) -> tuple[list[_Shown], list[PostRecord], int]:
+    """Which held posts a digest shows in full (new ones, escalated first, up to digest_max_size;
+    a post larger than the cap alone is described, not attached), which in one line (shown by an
+    earlier digest and still waiting), and how many new ones wait for the next digest."""
+    ids = [p.id for p in held]
+    marks = ",".join("?" * len(ids))
+    facts = {pid: (size, excerpt or "", bool(parsed if parsed is not None else 1), bool(esc), bool(seen))
+             for pid, size, excerpt, parsed, esc, seen in conn.execute(
+                 f"SELECT p.id, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0), "
+                 f"EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id) "
+                 f"FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN ({marks})", ids)}
+    new = sorted((p for p in held if not facts[p.id][4]), key=lambda p: not facts[p.id][3])
+    older = [p for p in held if facts[p.id][4]]
+    shown: list[_Shown] = []
+    total, deferred = 0, 0
+    for post in new:
+        size, excerpt, parsed, escalated, _ = facts[post.id]
+        attach = size <= mlist.digest_max_size
+        if not escalated and attach and shown and total + size > mlist.digest_max_size:
+            deferred += 1
+            continue
+        total += size if attach else 0
+        shown.append(_Shown(post, size, excerpt, parsed, escalated, attach))
+    return shown, older, deferred
+
+
 def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hostname: str,
                  at: float | None = None) -> Digest | None:
-    """The digest of every post held for `mlist` now; None when nothing is held."""
+    """The digest of the posts held for `mlist` now; None when nothing is held. It is made from
+    what intake stored (sender, subject, excerpt) and the raw bytes, never from a fresh parse, so
+    no post, however it is built, can stop a digest."""
     at = time.time() if at is None else at
     held = held_posts(conn, mlist.address)
     if not held:
         return None
+    shown, older, deferred = _select(conn, mlist, held)
     last = conn.execute("SELECT MAX(sent_at) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
     decided = decided_since(conn, mlist, last or 0.0)
-    raws = {pid: raw for pid, raw in conn.execute(
-        f"SELECT p.id, m.raw FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN "
-        f"({','.join('?' * len(held))})", [p.id for p in held])}
-    escalated = {pid for (pid,) in conn.execute(
-        "SELECT id FROM posts WHERE list = ? AND state = 'held' AND escalated = 1", (mlist.address,))}
     message_id = digest_message_id(secret, mlist, at, hostname)
+
+    def command(post: PostRecord) -> str:
+        return tokens.command_id(post.short_id or "", tokens.post_token(secret, mlist.address, post.id,
+                                                                        post.short_id or ""))
     oldest = max(at - p.created_at for p in held)
     lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {_age(oldest)}).", ""]
     if decided:
         lines += ["Decided since the last digest: " + "; ".join(decided), ""]
-    for n, post in enumerate(held, start=1):
-        cid = tokens.command_id(post.short_id or "", tokens.post_token(secret, mlist.address, post.id,
-                                                                       post.short_id or ""))
+    for n, item in enumerate(shown, start=1):
+        post = item.post
         flags = []
-        if post.id in escalated:
+        if item.escalated:
             flags.append("ESCALATED")
         if at - post.created_at > mlist.remind_after:
             flags.append(f"REMINDER: waiting for {_age(at - post.created_at)}")
+        if not item.attach:
+            flags.append(f"{item.size:,} bytes: too large to attach; `listmod queue` shows it")
+        elif not item.parsed:
+            flags.append("could not be parsed: attached as raw bytes")
         lines.append(f"[{n}] {post.short_id}  held {_age(at - post.created_at)}  from {post.sender or '<>'}"
                      + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append(f"    Subject: {post.subject or '(no subject)'}")
         lines.append(f"    Held by {post.rule} ({post.source}): {post.reason}")
-        lines += [f"    | {t}" for t in _excerpt(raws.get(post.id, b""))]
-        lines.append(f"    approve {cid}")
-        lines.append(f"    reject {cid} <reason for the poster>")
-        lines.append(f"    discard {cid}")
+        lines += [f"    | {t}" for t in item.excerpt.splitlines()]
+        cid = command(post)
+        lines += [f"    approve {cid}", f"    reject {cid} <reason for the poster>", f"    discard {cid}", ""]
+    if older:
+        lines.append(f"Still waiting (shown in an earlier digest), {len(older)}:")
+        escalated = {pid for (pid,) in conn.execute(
+            "SELECT id FROM posts WHERE list = ? AND state = 'held' AND escalated = 1", (mlist.address,))}
+        for post in older:
+            flags = [f for f, on in (("ESCALATED", post.id in escalated),
+                                     (f"REMINDER: waiting for {_age(at - post.created_at)}",
+                                      at - post.created_at > mlist.remind_after)) if on]
+            lines.append(f"  {command(post)}  held {_age(at - post.created_at)}  {post.sender or '<>'}  "
+                         f"{textwrap.shorten(post.subject or '(no subject)', 50, placeholder='...')}  "
+                         f"({post.rule})" + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append("")
+    if deferred:
+        lines += [f"{deferred} more new post(s) wait for the next digest (this one is at its size "
+                  f"limit, digest_max_size).", ""]
     lines += ["Reply to this message with one command per line, above the quoted text:",
               "  approve ID   reject ID reason   discard ID   defer ID (leave it held)",
               "  trust ID (approve; this sender posts without review from now on)",
               "  ban ID (reject; later posts from this sender are rejected)",
               "  approve all   reject all reason   (every post in this digest)", ""]
-    outer = MIMEMultipart("digest")
-    outer["Subject"] = f"[{mlist.address}] {len(held)} held post(s) await moderation"
-    outer["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.moderation_address))
-    outer["To"] = ", ".join(mlist.moderators) or mlist.owner or mlist.owner_alias
-    outer["Reply-To"] = mlist.moderation_address
-    outer["Date"] = email.utils.formatdate(at, localtime=True)
-    outer["Message-ID"] = message_id
-    outer["Auto-Submitted"] = "auto-generated"
-    outer["X-Loop"] = mlist.address
-    text = "\n".join(lines)
+    attached = [i for i in shown if i.attach]
+    raws = dict(conn.execute(
+        f"SELECT p.id, m.raw FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN "
+        f"({','.join('?' * len(attached))})", [i.post.id for i in attached])) if attached else {}
+    data = _assemble(mlist, message_id, at, len(held), "\n".join(lines),
+                     [(i.post, raws.get(i.post.id, b""), i.parsed) for i in attached])
+    return Digest(mlist.address, message_id, tuple([i.post for i in shown] + older), data, deferred)
+
+
+def _assemble(mlist: ListConfig, message_id: str, at: float, count: int, summary: str,
+              attachments: list[tuple[PostRecord, bytes, bool]]) -> bytes:
+    """The multipart/digest written out by hand: each held post goes in as its stored bytes
+    (message/rfc822), or as an opaque file when it could not be parsed, never re-serialised."""
+    boundary = "listmod-digest-" + secrets.token_hex(12)
+    while any(boundary.encode() in raw for _, raw, _ in attachments):
+        boundary = "listmod-digest-" + secrets.token_hex(12)
+    head = Message(policy=compat32)
+    head["Subject"] = f"[{mlist.address}] {count} held post(s) await moderation"
+    head["From"] = email.utils.formataddr((f"{mlist.address} moderation", mlist.moderation_address))
+    head["To"] = ", ".join(mlist.moderators) or mlist.owner or mlist.owner_alias
+    head["Reply-To"] = mlist.moderation_address
+    head["Date"] = email.utils.formatdate(at, localtime=True)
+    head["Message-ID"] = message_id
+    head["Auto-Submitted"] = "auto-generated"
+    head["X-Loop"] = mlist.address
+    # no folding under 998 characters: a Message-ID folded onto a continuation line is legal, but
+    # some clients then fail to thread the replies under it
+    out = [head.as_bytes(policy=compat32.clone(linesep="\r\n", max_line_length=998)).rstrip(b"\r\n"),
+           b"MIME-Version: 1.0", f'Content-Type: multipart/digest; boundary="{boundary}"'.encode(),
+           b"", b"This is a digest of held posts in MIME format (RFC 2046).", f"--{boundary}".encode()]
+    text = summary.encode("utf-8")
     if text.isascii():
-        summary = MIMEText(text, "plain", "us-ascii")
+        out += [b"Content-Type: text/plain; charset=us-ascii", b"Content-Transfer-Encoding: 7bit", b"",
+                text.replace(b"\n", b"\r\n")]
     else:  # quoted-printable, not base64: the commands stay readable in any client's source view
-        charset = Charset("utf-8")
-        charset.body_encoding = QP
-        summary = MIMEText(text, "plain", charset)  # type: ignore[arg-type]  # a Charset is accepted
-    outer.attach(summary)
-    for post in held:
-        inner: Message = BytesParser(policy=compat32).parsebytes(raws.get(post.id, b""))
-        outer.attach(MIMEMessage(inner))
-    # no folding of headers under 998 characters: a Message-ID folded onto a continuation line is
-    # legal, but some clients then fail to thread the replies under it
-    data = outer.as_bytes(policy=compat32.clone(linesep="\r\n", max_line_length=998))
-    return Digest(mlist.address, message_id, tuple(held), data)
+        encoded = quopri.encodestring(text).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        out += [b"Content-Type: text/plain; charset=utf-8", b"Content-Transfer-Encoding: quoted-printable",
+                b"", encoded.rstrip(b"\r\n")]
+    for post, raw, parsed in attachments:
+        out.append(f"--{boundary}".encode())
+        if parsed:
+            out += [b"Content-Type: message/rfc822", f"Content-Description: held post {post.short_id}".encode(),
+                    b"", crlf_lines(raw).rstrip(b"\r\n")]
+        else:
+            name = f"held-{post.short_id}.eml"
+            out += [f'Content-Type: application/octet-stream; name="{name}"'.encode(),
+                    f'Content-Disposition: attachment; filename="{name}"'.encode(),
+                    b"Content-Transfer-Encoding: base64", b"",
+                    base64.encodebytes(raw).replace(b"\n", b"\r\n").rstrip(b"\r\n")]
+    out += [f"--{boundary}--".encode(), b""]
+    return b"\r\n".join(out)
 
 
 def record_digest(conn: sqlite3.Connection, digest: Digest, at: float) -> int:
-    digest_id = insert(conn, "INSERT INTO digests (list, message_id, sent_at, items) VALUES (?, ?, ?, ?)",
-                       (digest.list, digest.message_id, at, len(digest.posts)))
-    conn.executemany("INSERT INTO digest_items (digest, post) VALUES (?, ?)",
+    digest_id = insert(conn, "INSERT INTO digests (list, message_id, sent_at, items, deferred) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (digest.list, digest.message_id, at, len(digest.posts), digest.deferred))
+    conn.executemany("INSERT OR IGNORE INTO digest_items (digest, post) VALUES (?, ?)",
                      [(digest_id, p.id) for p in digest.posts])
     return digest_id
 
 
+def queue_digest(conn: sqlite3.Connection, digest: Digest, mlist: ListConfig, imap_folder: str | None,
+                 mail_moderators: bool, at: float) -> None:
+    """A digest is an outbox row with its bytes: APPENDed to the IMAP folder, or written to the
+    local Maildir (and mailed to each moderator when there is a smarthost); no restart or outage
+    loses it."""
+    target = f"imap:{imap_folder}" if imap_folder is not None else "maildir"
+    conn.execute(
+        "INSERT INTO outbox (post, kind, list, recipient, envelope_from, body, state, attempts, "
+        "next_attempt, created_at) VALUES (NULL, 'digest', ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (mlist.address, target, mlist.bounce_address, digest.data, at, at))
+    if imap_folder is None and mail_moderators:
+        for moderator in mlist.moderators:
+            enqueue_notice(conn, None, mlist, moderator, digest.data, at)
+
+
 def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
     """A digest is due when something is held that no digest showed yet and either the interval
-    has passed, the queue is long, or a post was escalated; or when reminders are due."""
-    last = conn.execute("SELECT MAX(sent_at) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
+    has passed, the queue is long, or a post was escalated; or when reminders are due. After a
+    digest that reached its size limit, the rest wait for the interval (escalations do not)."""
+    last, deferred = conn.execute("SELECT sent_at, COALESCE(deferred, 0) FROM digests WHERE list = ? "
+                                  "ORDER BY sent_at DESC LIMIT 1", (mlist.address,)).fetchone() or (None, 0)
     new = conn.execute(
         "SELECT COUNT(*), COALESCE(MAX(escalated), 0) FROM posts p WHERE list = ? AND state = 'held' "
         "AND NOT EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id)", (mlist.address,)).fetchone()
     held = conn.execute("SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND state = 'held'",
                         (mlist.address,)).fetchone()
     interval_passed = last is None or at - last >= mlist.digest_every
-    if new[0] and (interval_passed or held[0] >= mlist.digest_max_items or new[1]):
+    long_queue = held[0] >= mlist.digest_max_items and not deferred
+    if new[0] and (interval_passed or long_queue or new[1]):
         return True
     return bool(held[0]) and interval_passed and held[1] is not None and at - held[1] > mlist.remind_after
-

@@ -1,6 +1,7 @@
-"""IMAP: digests APPENDed to the moderators' folder, and replies read from theirs (IDLE, with polling
-as the fallback). A reply is applied, then flagged and moved to the processed folder; the last UID
-handled is kept in the store, so a restart never applies a reply twice."""
+"""IMAP: digests APPENDed to the moderators' folder (by the outbox, from a stored row), and replies
+read from theirs (IDLE, with polling as the fallback). A reply is applied, then flagged and moved to
+the processed folder; one that cannot be applied is audited and moved to the failed folder. The
+last UID handled is kept in the store, so a restart never applies a reply twice."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from .config import Config, ImapConfig
-from .digest import Digest
-from .moderation import apply_reply, send_receipts
-from .store import GroupWriter
+from .moderation import process_reply, reply_failed
+from .store import GroupWriter, StoreError
+from .supervise import QuietLog
 
 log = logging.getLogger("listmod.imap")
 
@@ -33,12 +34,12 @@ def _ensure(client: IMAPClient, folder: str) -> None:
         client.create_folder(folder)
 
 
-def append_digest(cfg: ImapConfig, digest: Digest) -> None:
+def append_digest(cfg: ImapConfig, folder: str, data: bytes) -> None:
     """APPEND one digest (blocking; run it in a thread). Raises on failure, so the caller retries."""
     client = _connect(cfg)
     try:
-        _ensure(client, cfg.digest_folder)
-        client.append(cfg.digest_folder, digest.data, flags=(), msg_time=None)
+        _ensure(client, folder)
+        client.append(folder, data, flags=(), msg_time=None)
     finally:
         try:
             client.logout()
@@ -57,7 +58,7 @@ def _save_state(conn: sqlite3.Connection, folder: str, uidvalidity: int, last_ui
 
 
 class ImapWorker:
-    """Delivers digests (with retries while the server is away) and applies replies."""
+    """Applies the replies the moderators leave in their folder."""
 
     def __init__(self, config: Config, writer: GroupWriter, secret: bytes, wake_outbox: Callable[[], None]):
         assert config.imap is not None
@@ -66,45 +67,27 @@ class ImapWorker:
         self.writer = writer
         self.secret = secret
         self.wake_outbox = wake_outbox
-        self.pending: asyncio.Queue[Digest] = asyncio.Queue()
-        self.new_mail = asyncio.Event()
+        self.quiet = QuietLog(log)
 
-    async def append(self, digest: Digest) -> None:
-        """Called by the moderation worker: the digest is recorded; it is appended in order, retried."""
-        await self.pending.put(digest)
-
-    async def run_appends(self, stopping: asyncio.Event) -> None:
-        delay = 1.0
-        while not stopping.is_set():
-            try:
-                digest = await asyncio.wait_for(self.pending.get(), timeout=1.0)
-            except TimeoutError:
-                continue
-            while not stopping.is_set():
-                try:
-                    await asyncio.to_thread(append_digest, self.cfg, digest)
-                    log.info("digest %s appended to %s", digest.message_id, self.cfg.digest_folder)
-                    delay = 1.0
-                    break
-                except (OSError, IMAPClientError) as err:
-                    log.warning("IMAP server unreachable (%s); the digest is kept and retried in %.0fs",
-                                err, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-
-    async def run_replies(self, stopping: asyncio.Event) -> None:
+    async def run(self, stopping: asyncio.Event) -> None:
         delay = 1.0
         while not stopping.is_set():
             try:
                 await asyncio.to_thread(self._session, stopping)
                 delay = 1.0
-            except (OSError, IMAPClientError) as err:
-                log.warning("IMAP replies: %s; trying again in %.0fs", err, delay)
-                try:
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, 30.0)
+            except IMAPClientError as err:
+                self.quiet("imap", logging.WARNING, "IMAP replies: the server refused: %s; trying again "
+                           "in %.0fs", err, delay)
+            except (OSError, StoreError) as err:
+                self.quiet("imap", logging.WARNING, "IMAP replies: %s; trying again in %.0fs", err, delay)
+            except Exception:
+                self.quiet("imap-bug", logging.ERROR, "IMAP replies failed unexpectedly; trying again in "
+                           "%.0fs", delay, exc_info=True)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 30.0)
 
     def _session(self, stopping: asyncio.Event) -> None:
         """One connection: process what is there, then IDLE (or poll) until stopping or an error."""
@@ -112,6 +95,7 @@ class ImapWorker:
         try:
             _ensure(client, self.cfg.replies_folder)
             _ensure(client, self.cfg.processed_folder)
+            _ensure(client, self.cfg.failed_folder)
             idle = b"IDLE" in client.capabilities()
             while not stopping.is_set():
                 self._process(client)
@@ -147,13 +131,24 @@ class ImapWorker:
             raw = fetched[b"RFC822"]
             # apply, receipt and remember the UID in one transaction: a crash before the commit
             # leaves the reply to be applied again; after it, the UID says it was done
-            self.writer.submit(functools.partial(self._apply, raw=raw, folder=folder,
-                                                 uidvalidity=uidvalidity, uid=uid)).result(timeout=60)
+            target = self.cfg.processed_folder
+            try:
+                self.writer.submit(functools.partial(self._apply, raw=raw, folder=folder,
+                                                     uidvalidity=uidvalidity, uid=uid)).result(timeout=60)
+            except StoreError:
+                raise
+            except Exception as err:  # this reply only: set it aside, with its reason, and go on
+                why = f"{type(err).__name__}: {err}"[:500]
+                self.quiet("reply", logging.ERROR, "the reply with UID %d could not be applied; it is "
+                           "moved to %s: %s", uid, self.cfg.failed_folder, why, exc_info=True)
+                self.writer.submit(functools.partial(self._set_aside, raw=raw, folder=folder,
+                                                     uidvalidity=uidvalidity, uid=uid, why=why)).result(timeout=60)
+                target = self.cfg.failed_folder
             client.add_flags([uid], [b"\\Seen", b"\\Flagged"])
             try:
-                client.move([uid], self.cfg.processed_folder)
+                client.move([uid], target)
             except IMAPClientError:
-                client.copy([uid], self.cfg.processed_folder)
+                client.copy([uid], target)
                 client.delete_messages([uid])
                 client.expunge()
             done += 1
@@ -162,10 +157,13 @@ class ImapWorker:
         return done
 
     def _apply(self, conn: sqlite3.Connection, raw: bytes, folder: str, uidvalidity: int, uid: int) -> None:
-        at = time.time()
-        receipt = apply_reply(conn, self.secret, self.config, raw, via_list=None, at=at)
-        send_receipts(conn, receipt, self.config, raw, at)
+        process_reply(conn, self.secret, self.config, raw, None, time.time())
         _save_state(conn, folder, uidvalidity, uid)
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await asyncio.gather(self.run_appends(stopping), self.run_replies(stopping))
+    def _set_aside(self, conn: sqlite3.Connection, raw: bytes, folder: str, uidvalidity: int, uid: int,
+                   why: str) -> None:
+        try:
+            reply_failed(conn, self.secret, raw, "", f"IMAP UID {uid}: {why}", time.time())
+        except Exception:
+            log.exception("could not audit the failed reply with UID %d", uid)
+        _save_state(conn, folder, uidvalidity, uid)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 import sqlite3
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email._header_value_parser import get_addr_spec, get_angle_addr  # as aiosmtpd parses them
 from email.errors import HeaderParseError
@@ -16,10 +20,10 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from .config import Config, ListConfig
+from .config import Config, ListConfig, ServerConfig
 from .context import build_context, context_json, thread_key
+from .inbox import store_reply
 from .message import Post, parse
-from .moderation import apply_reply, send_receipts
 from .posts import Judged, PostRecord, record_intake
 from .rules import Decision, RuleSet, decide
 from .store import GroupWriter, StoreError
@@ -27,6 +31,65 @@ from .store import GroupWriter, StoreError
 log = logging.getLogger("listmod.intake")
 
 MAX_RECIPIENTS = 100
+DATA_SLOT_WAIT = 5.0  # seconds a DATA waits for a free slot under max_concurrent_data, then 451
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"\n[^ \t\r\n]")
+
+
+class Refused(Exception):
+    """The message breaks one of the intake limits; the text is the whole SMTP reply."""
+
+
+def check_shape(raw: bytes, server: ServerConfig) -> None:
+    """Header size and count, before any parsing (one search each, linear): raises Refused."""
+    found = _HEAD_END.search(raw)
+    head = raw[: found.start()] if found else raw
+    if len(head) > server.max_header_size:
+        raise Refused(f"552 5.3.4 The message header is {len(head):,} bytes; this server takes at most "
+                      f"{server.max_header_size:,} (max_header_size)")
+    fields = len(_FIELD_START.findall(head)) + 1
+    if fields > server.max_header_count:
+        raise Refused(f"552 5.3.4 The message has {fields:,} header fields; this server takes at most "
+                      f"{server.max_header_count:,} (max_header_count)")
+
+
+def check_mime(post: Post, server: ServerConfig) -> None:
+    if post.mime_depth > server.max_mime_depth:
+        raise Refused(f"554 5.6.0 The message nests MIME parts {post.mime_depth} deep; this server takes "
+                      f"at most {server.max_mime_depth} (max_mime_depth)")
+    if post.mime_parts > server.max_mime_parts:
+        raise Refused(f"554 5.6.0 The message has {post.mime_parts:,} MIME parts; this server takes at "
+                      f"most {server.max_mime_parts:,} (max_mime_parts)")
+
+
+class ClientLimits:
+    """Connections per client address (trusted relays exempt) and messages in transfer at once."""
+
+    def __init__(self, server: ServerConfig):
+        self.per_ip = server.max_connections_per_ip
+        self.trusted = [ipaddress.ip_network(n, strict=False) for n in server.trusted_relays]
+        self.connections: dict[str, int] = {}
+        self.data_slots = asyncio.Semaphore(server.max_concurrent_data)
+
+    def is_trusted(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def open(self, host: str) -> bool:
+        """Count a new connection; False when the address has too many already."""
+        count = self.connections.get(host, 0) + 1
+        self.connections[host] = count
+        return count <= self.per_ip or self.is_trusted(host)
+
+    def close(self, host: str) -> None:
+        count = self.connections.get(host, 1) - 1
+        if count > 0:
+            self.connections[host] = count
+        else:
+            self.connections.pop(host, None)
 
 
 @dataclass(frozen=True)
@@ -177,6 +240,32 @@ class FastData(SMTP):
             return None, None
         return addr, rest
 
+    _client_host = ""
+    _counted = False
+
+    def connection_made(self, transport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._client_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        self._counted = True
+        self._too_many = not self.event_handler.limits.open(self._client_host)
+        super().connection_made(transport)
+
+    def connection_lost(self, error) -> None:
+        if self._counted:
+            self._counted = False
+            self.event_handler.limits.close(self._client_host)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._too_many:
+            log.warning("refused a connection from %s: more than %d open (max_connections_per_ip)",
+                        self._client_host, self.event_handler.limits.per_ip)
+            await self.push("421 4.7.0 Too many connections from your address; try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
@@ -187,11 +276,25 @@ class FastData(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        slots = self.event_handler.limits.data_slots
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=DATA_SLOT_WAIT)
+        except TimeoutError:
+            await self.push("451 4.3.2 Too many messages are being received at once; try again shortly")
+            return
+        try:
+            await self._receive()
+        finally:
+            slots.release()
+
+    async def _receive(self) -> None:
+        assert self.envelope is not None
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             content = await read_data(self._reader, self.data_size_limit)
         except DataTooLarge:
-            await self.push("552 Error: Too much mail data")
+            await self.push(f"552 5.3.4 The message is larger than this server takes "
+                            f"({self.data_size_limit:,} bytes, max_message_size)")
             self._set_post_data_state()
             return
         except asyncio.IncompleteReadError:
@@ -216,19 +319,30 @@ class ListmodLMTP(FastData, LMTP):
 
 
 class IntakeHandler:
-    """Thin: it asks small questions of the directory, decide() and the store, and answers."""
+    """Thin: it asks small questions of the directory, decide() and the store, and answers.
+    Parsing and judging run in worker threads, so a slow message never stalls other clients."""
 
     def __init__(self, config: Config, rules: Callable[[], RuleSet], writer: GroupWriter,
-                 reader: sqlite3.Connection, secret: bytes, on_accepted: Callable[[], None],
-                 lmtp: bool = False):
+                 connect: Callable[[], sqlite3.Connection], secret: bytes,
+                 on_accepted: Callable[[], None], lmtp: bool = False, limits: ClientLimits | None = None,
+                 judges: ThreadPoolExecutor | None = None):
         self.config = config
         self.rules = rules
         self.writer = writer
-        self.reader = reader
+        self.connect = connect
         self.secret = secret
         self.on_accepted = on_accepted
         self.lmtp = lmtp
         self.directory = ListDirectory(config)
+        self.limits = limits or ClientLimits(config.server)
+        self.judges = judges or ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
+        self._local = threading.local()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+        return conn
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
@@ -240,39 +354,41 @@ class IntakeHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
-    async def _moderation_reply(self, raw: bytes, mail_from: str, addresses: list[str]) -> str:
-        """A reply to a digest (or a poster's withdraw) sent to LIST-moderation@: applied, audited
-        and receipted in one transaction; bounces and auto-replies are ignored, never answered."""
+    async def _moderation_reply(self, raw: bytes, mail_from: str, addresses: list[str], peer: str) -> str:
+        """A reply to a digest (or a poster's withdraw) sent to LIST-moderation@: stored with its
+        250, applied by the moderation worker like a reply found over IMAP."""
         target = self.directory.lookup(addresses[0])
         assert target is not None
-        probe = parse(raw, mail_from)
-        auto = [v.lower() for v in probe.header("auto-submitted") if not v.lower().startswith("no")]
-        if not mail_from or auto:
-            return "250 2.0.0 Not applied: automatic messages are not moderation replies"
-        config, secret = self.config, self.secret
-
-        def job(conn):
-            at = time.time()
-            receipt = apply_reply(conn, secret, config, raw, via_list=target.mlist, at=at)
-            send_receipts(conn, receipt, config, raw, at)
-            return receipt
+        if not mail_from:
+            return "250 2.0.0 Not applied: delivery reports are not moderation replies"
         try:
-            receipt = await asyncio.wrap_future(self.writer.submit(job))
+            check_shape(raw, self.config.server)
+        except Refused as refused:
+            return str(refused)
+        mlist = target.mlist
+        try:
+            await asyncio.wrap_future(self.writer.submit(
+                lambda conn: store_reply(conn, mlist.address, raw, mail_from, peer, time.time())))
         except StoreError:
             return "451 4.3.0 The reply could not be stored; please try again later"
         except Exception:
-            log.exception("unexpected error while applying a moderation reply from %s", mail_from)
-            return "451 4.3.0 Internal error while applying the reply; please try again later"
+            log.exception("unexpected error while storing a moderation reply from %s", mail_from)
+            return "451 4.3.0 Internal error while storing the reply; please try again later"
         self.on_accepted()
-        applied = sum(1 for r in receipt.results if r.applied)
-        return f"250 2.0.0 Reply received: {applied} of {len(receipt.results)} command(s) applied; a receipt follows"
+        return f"250 2.0.0 Reply received for {mlist.address}; it is applied in a moment"
 
     def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> tuple[Post, list[Judged]]:
+        """Parse and judge (in a worker thread) within the message's time budget; raises Refused
+        when the message breaks an intake limit."""
+        deadline = time.monotonic() + self.config.server.judge_budget
+        check_shape(raw, self.config.server)
         post = parse(raw, mail_from)
+        check_mime(post, self.config.server)
         ruleset = self.rules()  # one complete rule set judges the whole message, even mid-reload
         judged: list[Judged] = []
         seen: set[tuple[str, str]] = set()
         now = time.time()
+        reader = self._reader()
         skip = self.directory.crosspost_deputies(post, rcpt_tos)
         for address in rcpt_tos:
             target = self.directory.lookup(address)
@@ -283,8 +399,9 @@ class IntakeHandler:
             if target.role == "bounces":
                 judged.append(Judged(mlist, bounce_report_decision(ruleset)))
                 continue
-            ctx = build_context(self.reader, post, mlist, self.config, ruleset, now)
-            judged.append(Judged(mlist, decide(post, ctx, ruleset), context_json(ctx), thread_key(post)))
+            ctx = build_context(reader, post, mlist, self.config, ruleset, now)
+            judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline), context_json(ctx),
+                                 thread_key(post)))
         return post, judged
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -293,18 +410,20 @@ class IntakeHandler:
         if mail_from == "<>":
             mail_from = ""
         rcpts = list(envelope.rcpt_tos)
+        peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
         replies = [a for a in rcpts if (t := self.directory.lookup(a)) and t.role == "moderation"]
         posts = [a for a in rcpts if a not in replies]
         answers: dict[str, str] = {}
         if replies:
-            reply_answer = await self._moderation_reply(raw, mail_from, replies)
+            reply_answer = await self._moderation_reply(raw, mail_from, replies, peer)
             answers.update((a, reply_answer) for a in replies)
         records: list[PostRecord] = []
         if posts:
-            peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
             stored = await self._store_post(raw, mail_from, posts, peer)
-            if isinstance(stored, str):  # 451: nothing was stored for these recipients
+            if isinstance(stored, str):  # 451 or a refusal: nothing was stored for these recipients
                 answers.update((a, stored) for a in posts)
+                if not self.lmtp and not replies:
+                    return stored
             else:
                 records = stored
                 by_list = {r.list: r for r in records}
@@ -321,17 +440,25 @@ class IntakeHandler:
             return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
         if replies and not posts:
             return answers[replies[0]]
+        if not records:
+            return answers[posts[0]]
         return _smtp_answer(records, [answers[a] for a in posts])
 
     async def _store_post(self, raw: bytes, mail_from: str, rcpts: list[str],
                           peer: str) -> list[PostRecord] | str:
-        """Judge and commit the post for its lists; the records, or the 451 reply when it could not be stored."""
+        """Judge and commit the post for its lists; the records, or the reply (451, or a refusal
+        under the intake limits) when nothing was stored."""
+        loop = asyncio.get_running_loop()
         try:
-            post, judged = self.judge(raw, mail_from, rcpts)
+            post, judged = await loop.run_in_executor(self.judges, self.judge, raw, mail_from, rcpts)
             future = self.writer.submit(lambda conn: record_intake(
                 conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
-                post=post, judged=judged, hostname=self.config.server.hostname))
+                post=post, judged=judged, hostname=self.config.server.hostname,
+                notices_per_hour=self.config.server.held_notices_per_hour))
             records = await asyncio.wrap_future(future)
+        except Refused as refused:
+            log.info("refused a message from %s: %s", mail_from or "<>", refused)
+            return str(refused)
         except StoreError as err:
             log.error("could not commit a message from %s: %s", mail_from or "<>", err)
             return "451 4.3.0 The message could not be stored; please try again later"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import email.errors
 import email.header
@@ -44,6 +46,9 @@ class Post:
     references: tuple[str, ...] = ()
     content_type: str = "text/plain"
     problems: tuple[str, ...] = ()       # why the message could not be parsed properly
+    mime_depth: int = 0                  # how deeply multiparts nest (0: a single part)
+    mime_parts: int = 1                  # how many MIME parts, the message itself included
+    excerpt: str = ""                    # the first lines of the text (what a digest shows)
     _index: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -115,7 +120,9 @@ def _parse(raw: bytes, digest: str, envelope: str) -> Post:
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[Attachment] = []
-    for part in _parts(msg):
+    depth = count = 0
+    for part, level in _parts(msg):
+        depth, count = max(depth, level), count + 1
         for defect in part.defects:
             for kind, text in _SERIOUS_DEFECTS.items():
                 if isinstance(defect, kind) and text not in problems:
@@ -162,16 +169,35 @@ def _parse(raw: bytes, digest: str, envelope: str) -> Post:
         references=tuple(_MSGID.findall(header_text(msg.get("References", "")))),
         content_type=msg.get_content_type(),
         problems=tuple(problems),
+        mime_depth=depth,
+        mime_parts=count,
+        excerpt=excerpt_of(body),
     )
 
 
 def _parts(msg: Message):
-    """Like Message.walk(), but an attached message is one part: its insides are not our body."""
-    yield msg
-    if msg.is_multipart() and msg.get_content_maintype() != "message":
-        for sub in msg.get_payload():
-            if isinstance(sub, Message):
-                yield from _parts(sub)
+    """Like Message.walk(), but an attached message is one part (its insides are not our body),
+    with each part's nesting depth. Iterative: a message nested a thousand deep is no stack risk."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, level = stack.pop()
+        yield part, level
+        if part.is_multipart() and part.get_content_maintype() != "message":
+            subs = [p for p in part.get_payload() if isinstance(p, Message)]
+            stack.extend((sub, level + 1) for sub in reversed(subs))
+
+
+def excerpt_of(body: str, lines: int = 2, width: int = 76) -> str:
+    """The first lines of text that are not quotes, shortened: what a digest shows of a post."""
+    out: list[str] = []
+    for line in body.splitlines():
+        line = line.strip()
+        if not line or line.startswith(">"):
+            continue
+        out.append(line if len(line) <= width else line[: width - 4].rstrip() + " ...")
+        if len(out) == lines:
+            break
+    return "\n".join(out)
 
 
 def count_links(text: str) -> int:
@@ -209,7 +235,8 @@ def _parse_bytes(raw: bytes) -> Message:
 
 
 def header_text(value: object) -> str:
-    """A header value as readable text: encoded-words decoded, raw 8-bit read as UTF-8."""
+    """A header value as readable text: encoded-words decoded, raw 8-bit read as UTF-8, control
+    characters (terminal escapes, bells) removed, one line. Linear in the length of the value."""
     if value is None:
         return ""
     if isinstance(value, email.header.Header):  # compat32 hands raw 8-bit headers over like this
@@ -218,11 +245,11 @@ def header_text(value: object) -> str:
                            for chunk, charset in email.header.decode_header(value))
         except Exception:
             text = str(value)
-        return " ".join(text.split())
+        return printable(text)
     text = str(value)
     if text.isascii():
         if "=?" not in text:
-            return " ".join(text.split())
+            return printable(text)
     elif any("\udc80" <= ch <= "\udcff" for ch in text):
         raw = text.encode("utf-8", "surrogateescape")
         try:
@@ -230,17 +257,69 @@ def header_text(value: object) -> str:
         except UnicodeDecodeError:
             text = raw.decode("latin-1")
     if "=?" in text:
-        try:
-            pieces = []
-            for chunk, charset in email.header.decode_header(text):
-                if isinstance(chunk, bytes):
-                    pieces.append(_decode(chunk, charset))
-                else:
-                    pieces.append(chunk)
-            text = "".join(pieces)
-        except Exception:
-            pass  # leave the encoded-words as they are: readable enough for rules and people
+        text = decode_words(text)
+    return printable(text)
+
+
+# C0 and C1 controls and DEL: what a terminal or a mail client could take as a command
+_CONTROLS = {c: " " for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """Text safe to show or to put into a header: controls removed, lone surrogates replaced,
+    white space folded to single spaces."""
+    text = text.translate(_CONTROLS)
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return " ".join(text.split())
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+
+
+def decode_words(text: str) -> str:
+    """RFC 2047 encoded-words decoded in one pass (email.header.decode_header is quadratic in the
+    number of words): white space between two encoded-words is dropped, adjacent words in one
+    charset are joined before decoding (a character may be split across them), and a word that
+    does not decode is left as written."""
+    out: list[str] = []
+    pending = bytearray()
+    charset: str | None = None
+    pos = 0
+    for found in _ENCODED_WORD.finditer(text):
+        between = text[pos: found.start()]
+        word_charset = found.group(1).split("*", 1)[0].lower()
+        data = _word_bytes(found.group(2), found.group(3))
+        if data is None:
+            if charset is not None:
+                out.append(_decode(bytes(pending), charset))
+                pending.clear()
+                charset = None
+            out.append(text[pos: found.end()])
+            pos = found.end()
+            continue
+        if charset is None or between.strip() or word_charset != charset:
+            if charset is not None:
+                out.append(_decode(bytes(pending), charset))
+                pending.clear()
+            if charset is None or between.strip():
+                out.append(between)
+        charset = word_charset
+        pending += data
+        pos = found.end()
+    if charset is not None:
+        out.append(_decode(bytes(pending), charset))
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _word_bytes(encoding: str, data: str) -> bytes | None:
+    try:
+        if encoding in "bB":
+            return base64.b64decode(data + "=" * (-len(data) % 4))
+        return binascii.a2b_qp(data.encode("ascii"), header=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
 
 
 def _decode(data: bytes, charset: str | None) -> str:
@@ -253,7 +332,7 @@ def _decode(data: bytes, charset: str | None) -> str:
         name = "utf-8"
     try:
         return data.decode(name)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeDecodeError, LookupError, ValueError):
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:

@@ -13,8 +13,8 @@ from .config import Config, ListConfig
 from .context import dkim_pass_domains
 from .digest import verify_digest_id
 from .message import parse
-from .notices import new_notice
-from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post
+from .notices import new_notice, not_a_moderator_notice
+from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post, may_notify
 from .replies import COMMANDS, CommandLine, commands_in
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -38,11 +38,14 @@ class Receipt:
     results: list[Result] = field(default_factory=list)
     lists: set[str] = field(default_factory=set)
     dkim_domains: set[str] = field(default_factory=set)
+    unverified: bool = False     # the sender is no moderator: no receipt, at most a short answer
+    poster_only: bool = False    # only a poster's withdraw: the receipt goes to the poster alone
 
 
 def _shown(line: str) -> str:
-    """The command line without its token, as receipts and the audit show it."""
-    return re.sub(r"\b([2-9A-Za-z]{4,6})-[0-9A-Za-z]{6,}\b", r"\1", line)
+    """The command line without its token, as receipts and the audit show it (bounded)."""
+    shown = re.sub(r"\b([2-9A-Za-z]{4,6})-[0-9A-Za-z]{6,}\b", r"\1", line)
+    return shown if len(shown) <= 160 else shown[:157] + "..."
 
 
 def _refuse(conn: sqlite3.Connection, secret: bytes, receipt: Receipt, cmd: CommandLine, why: str,
@@ -68,6 +71,21 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
     if via_list is not None:
         receipt.lists.add(via_list.address)
     commands = commands_in(raw)
+    limit = config.server.max_commands_per_reply
+    skipped = max(0, len(commands) - limit)
+    commands = commands[:limit]
+    staff = set(via_list.moderators) if via_list else {m for ml in config.lists for m in ml.moderators}
+    if moderator not in staff and any(c.verb != "withdraw" for c in commands):
+        # one record for the whole reply, nothing echoed back: the moderation address must not
+        # reflect a stranger's (or a forger's) text to anyone
+        receipt.unverified = True
+        audit.append(conn, secret, list=via_list.address if via_list else "", post=None,
+                     message_id=reply.message_id, sha256="", sender=moderator, action="refused",
+                     reason=f"a reply with {len(commands) + skipped} command line(s) from an address that "
+                            "is not a moderator; nothing was applied",
+                     rule="", source="mail command", actor="unverified sender", at=at)
+        return receipt
+    receipt.poster_only = bool(commands) and all(c.verb == "withdraw" for c in commands)
     if reply.message_id:
         seen = conn.execute("SELECT received_at FROM replies WHERE message_id = ?",
                             (reply.message_id,)).fetchone()
@@ -84,6 +102,10 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                                       "no command was found above the quoted text; write e.g. "
                                       "'approve K7Q2-TOKEN' on a line of its own"))
         return receipt
+    if skipped:
+        receipt.results.append(Result(f"({skipped} more command line(s))", False,
+                                      f"not read: a reply may carry at most {limit} commands "
+                                      "(max_commands_per_reply); send the rest in another reply"))
     references = set(_MSGID.findall(" ".join(reply.header("in-reply-to") + reply.header("references"))))
     digests = _referenced_digests(conn, secret, references, config)
     for cmd in commands:
@@ -233,11 +255,14 @@ def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt:
     receipt.results.append(Result(cmd.line, True, f"{post.short_id} {what}", mlist.address))
 
 
-def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "") -> bytes:
+def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "",
+                    to: str = "") -> bytes:
     subject = receipt.subject if receipt.subject.lower().startswith("re:") else \
         (f"Re: {receipt.subject}" if receipt.subject else f"[{mlist.address}] moderation receipt")
+    if len(subject) > 200:
+        subject = subject[:197] + "..."
     msg = new_notice(mlist, (f"{mlist.address} moderation", mlist.moderation_address),
-                     ", ".join(mlist.moderators), subject, hostname, in_reply_to=receipt.reply_id)
+                     to or receipt.moderator, subject, hostname, in_reply_to=receipt.reply_id)
     if receipt.reply_id and references:  # threaded under the digest as well as the reply
         del msg["References"]
         msg["References"] = f"{references} {receipt.reply_id}"
@@ -254,26 +279,52 @@ def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, referenc
 
 def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, raw: bytes,
                   at: float) -> int:
-    """Queue the receipt to every moderator of each list involved (and to the sender if they are
-    none of them), threaded under the reply."""
+    """Queue the receipt to each moderator of each list involved, one message each (no shared To:),
+    threaded under the reply; a poster's withdraw is answered to the poster alone; a sender who is
+    no moderator gets at most one short answer an hour that names nobody."""
     reply = parse(raw, "")
     references = " ".join(reply.header("references") or reply.header("in-reply-to"))
+    lists = [m for m in (config.list_for(a) for a in sorted(receipt.lists)) if m is not None]
+    hostname = config.server.hostname
+    if receipt.unverified:
+        mlist = lists[0] if lists else (config.lists[0] if config.lists else None)
+        if mlist is None or not receipt.moderator or not may_notify(conn, receipt.moderator, at, 1):
+            return 0
+        enqueue_notice(conn, None, mlist, receipt.moderator, not_a_moderator_notice(
+            mlist, receipt.moderator, receipt.reply_id, hostname), at)
+        return 1
     sent = 0
-    lists = [config.list_for(a) for a in sorted(receipt.lists)]
-    for mlist in [m for m in lists if m is not None]:
-        body = receipt_message(receipt, mlist, config.server.hostname, references)
-        recipients = list(mlist.moderators)
-        if receipt.moderator and receipt.moderator not in recipients:
-            recipients.append(receipt.moderator)
-        for rcpt in recipients:
+    if receipt.poster_only or not lists:
+        mlist = lists[0] if lists else (config.lists[0] if config.lists else None)
+        if mlist is not None and receipt.moderator:
+            enqueue_notice(conn, None, mlist, receipt.moderator,
+                           receipt_message(receipt, mlist, hostname, references), at)
+            sent += 1
+        return sent
+    for mlist in lists:
+        for rcpt in mlist.moderators:
+            body = receipt_message(receipt, mlist, hostname, references, to=rcpt)
             enqueue_notice(conn, None, mlist, rcpt, body, at)
             sent += 1
-    if not lists and receipt.moderator and config.lists:
-        mlist = config.lists[0]
-        enqueue_notice(conn, None, mlist, receipt.moderator,
-                       receipt_message(receipt, mlist, config.server.hostname, references), at)
-        sent += 1
     return sent
+
+
+def process_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: bytes,
+                  via_list: ListConfig | None, at: float) -> Receipt:
+    """Apply one reply and queue its receipts, in the caller's transaction."""
+    receipt = apply_reply(conn, secret, config, raw, via_list=via_list, at=at)
+    send_receipts(conn, receipt, config, raw, at)
+    return receipt
+
+
+def reply_failed(conn: sqlite3.Connection, secret: bytes, raw: bytes, list_address: str, why: str,
+                 at: float) -> None:
+    """A reply that could not be applied is set aside; the record says which and why."""
+    reply = parse(raw, "")
+    audit.append(conn, secret, list=list_address, post=None, message_id=reply.message_id, sha256="",
+                 sender=reply.from_address, action="reply-failed",
+                 reason=f"the reply could not be applied and was set aside: {why}", rule="",
+                 source="moderation worker", actor="moderation worker", at=at)
 
 
 def expire_held(conn: sqlite3.Connection, secret: bytes, config: Config, at: float) -> int:

@@ -1,32 +1,34 @@
-"""The daemon's moderation worker: sends due digests (IMAP APPEND, or a local Maildir and mail to the
-moderators) and applies expire_after. Like every worker it meets the others only in the store."""
+"""The daemon's moderation worker: applies the replies mailed to LIST-moderation@ (stored by
+intake), queues due digests as outbox rows, and applies expire_after. Like every worker it meets
+the others only in the store; one reply, one list or one digest that fails is set aside with its
+reason and the rest goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from .config import Config
-from .delivery import write_maildir
-from .digest import Digest, build_digest, digest_due, record_digest
-from .moderation import expire_held
-from .posts import enqueue_notice
-from .store import GroupWriter
+from .config import Config, ListConfig
+from .digest import Digest, build_digest, digest_due, queue_digest, record_digest
+from .inbox import pending_replies, settle_reply
+from .moderation import expire_held, process_reply, reply_failed
+from .store import GroupWriter, StoreError
+from .supervise import QuietLog
 
 log = logging.getLogger("listmod.moderation")
 
 
 class ModerationWorker:
     def __init__(self, config: Config, writer: GroupWriter, secret: bytes, wake_outbox: Callable[[], None],
-                 append: Callable[[Digest], Awaitable[None]] | None = None, tick: float = 1.0):
+                 tick: float = 1.0):
         self.config = config
         self.writer = writer
         self.secret = secret
         self.wake_outbox = wake_outbox
-        self.append = append       # IMAP APPEND when [imap] is configured
         self.tick = tick
+        self.quiet = QuietLog(log)
 
     async def _write(self, fn):
         return await asyncio.wrap_future(self.writer.submit(fn))
@@ -35,8 +37,9 @@ class ModerationWorker:
         while not stopping.is_set():
             try:
                 await self.once()
-            except Exception:
-                log.exception("moderation round failed; trying again")
+            except StoreError as err:
+                self.quiet("store", logging.WARNING, "moderation round: the store is busy (%s); trying "
+                           "again", err)
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=self.tick)
             except TimeoutError:
@@ -48,34 +51,68 @@ class ModerationWorker:
         if expired:
             log.info("%d held post(s) expired", expired)
             self.wake_outbox()
+        if await self.apply_replies():
+            self.wake_outbox()
         sent = []
         for mlist in self.config.lists:
-            digest = await self._write(lambda conn, m=mlist: self._make(conn, m, now))
-            if digest is None:
+            try:
+                digest = await self._write(lambda conn, m=mlist: self._make(conn, m, now))
+            except StoreError:
+                raise
+            except Exception:  # one list's digest must not hold back the others'
+                self.quiet(f"digest:{mlist.address}", logging.ERROR, "the digest for %s could not be "
+                           "made; the other lists go on", mlist.address, exc_info=True)
                 continue
-            await self._deliver(digest)
-            sent.append(digest)
+            if digest is not None:
+                sent.append(digest)
+                self.wake_outbox()
+                log.info("digest of %d held post(s) for %s queued (%d bytes%s)", len(digest.posts),
+                         digest.list, len(digest.data),
+                         f"; {digest.deferred} wait for the next one" if digest.deferred else "")
         return sent
 
-    def _make(self, conn, mlist, now: float) -> Digest | None:
-        """Build and record a digest in one transaction: it is recorded if and only if it exists."""
+    async def apply_replies(self) -> int:
+        """Apply the stored replies, each in a transaction of its own; one that fails is marked
+        failed with its reason and audited, and the next one is applied."""
+        done = 0
+        while True:
+            rows = await self._write(lambda conn: pending_replies(conn, 20))
+            if not rows:
+                return done
+            for reply_id, list_address, raw in rows:
+                via = self.config.list_for(list_address)
+                at = time.time()
+
+                def apply(conn, raw=raw, via=via, reply_id=reply_id, at=at):
+                    process_reply(conn, self.secret, self.config, raw, via, at)
+                    settle_reply(conn, reply_id, "applied", "", at)
+                try:
+                    await self._write(apply)
+                except StoreError:
+                    raise
+                except Exception as err:
+                    why = f"{type(err).__name__}: {err}"[:500]
+                    self.quiet("reply", logging.ERROR, "a moderation reply (inbox %d) could not be applied "
+                               "and is set aside: %s", reply_id, why, exc_info=True)
+
+                    def set_aside(conn, raw=raw, reply_id=reply_id, why=why, list_address=list_address):
+                        try:
+                            reply_failed(conn, self.secret, raw, list_address, why, time.time())
+                        except Exception:  # the reply is set aside even if its record cannot be made
+                            log.exception("could not audit the failed reply %d", reply_id)
+                        settle_reply(conn, reply_id, "failed", why, time.time())
+                    await self._write(set_aside)
+                done += 1
+
+    def _make(self, conn, mlist: ListConfig, now: float) -> Digest | None:
+        """Build, record and queue a digest in one transaction: it is recorded if and only if it
+        will be delivered."""
         if not digest_due(conn, mlist, now):
             return None
         digest = build_digest(conn, self.secret, mlist, self.config.server.hostname, now)
         if digest is None:
             return None
         record_digest(conn, digest, now)
-        if self.append is None and self.config.outbound is not None:
-            for moderator in mlist.moderators:
-                enqueue_notice(conn, None, mlist, moderator, digest.data, now)
+        folder = self.config.imap.digest_folder if self.config.imap else None
+        queue_digest(conn, digest, mlist, folder, self.config.outbound is not None, now)
         return digest
-
-    async def _deliver(self, digest: Digest) -> None:
-        if self.append is not None:
-            await self.append(digest)  # retried by the IMAP side until the server takes it
-            return
-        name = "digest-" + digest.message_id.strip("<>").split("@")[0]
-        await asyncio.to_thread(write_maildir, self.config.digest_maildir_path, name, digest.data)
-        self.wake_outbox()
-        log.info("digest of %d held post(s) for %s written to %s", len(digest.posts), digest.list,
-                 self.config.digest_maildir_path / "new")

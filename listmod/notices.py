@@ -8,6 +8,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from typing import TYPE_CHECKING
 
+from .message import printable
+
 if TYPE_CHECKING:
     from .config import ListConfig
     from .message import Post
@@ -22,9 +24,10 @@ def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str
     msg = EmailMessage(policy=SMTP)
     msg["From"] = email.utils.formataddr(sender)
     msg["To"] = to
-    msg["Subject"] = subject
+    msg["Subject"] = printable(subject)  # a poster's subject may carry terminal escapes
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = message_id or email.utils.make_msgid("listmod", domain=hostname)
+    in_reply_to = printable(in_reply_to)
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = in_reply_to
@@ -113,4 +116,33 @@ def article_failed_notice(mlist: ListConfig, post: PostRecord, detail: str, host
         f"Post:       {post.label} on {mlist.address}\n\n"
         f"What the news server said:\n\n{textwrap.indent(textwrap.fill(detail, 72), '    ')}\n\n"
         f"The list owner{f' ({mlist.owner})' if mlist.owner else ''} has been told as well.\n")
+    return msg.as_bytes()
+
+
+def not_a_moderator_notice(mlist: ListConfig, to: str, in_reply_to: str, hostname: str) -> bytes:
+    """The one short answer an hour to a sender of commands who is not a moderator: it repeats
+    nothing from their message and names nobody."""
+    msg = new_notice(mlist, (f"{mlist.address} moderation", mlist.moderation_address), to,
+                     f"Not applied: {mlist.moderation_address} takes commands from moderators only",
+                     hostname, in_reply_to=in_reply_to, auto="auto-replied")
+    msg.set_content(
+        f"Your message to {mlist.moderation_address} was not applied: this address takes\n"
+        f"moderation commands only from the moderators of {mlist.address}.\n\n"
+        "If you posted to the list and want to take a held post back, reply 'withdraw' to the\n"
+        "notice that told you it is held. You get this answer at most once an hour.\n")
+    return msg.as_bytes()
+
+
+def undelivered_notice(mlist: ListConfig, subject: str, post_label: str, failed: int, detail: str,
+                       hostname: str, *, to: str) -> bytes:
+    """Tell the owner that copies of a post could not be delivered, with the server's words."""
+    msg = new_notice(mlist, ("listmod", mlist.owner_alias), to,
+                     f"[{mlist.address}] {failed} cop{'y' if failed == 1 else 'ies'} of a post not "
+                     f"delivered: {subject or '(no subject)'}", hostname, auto="auto-generated")
+    msg.set_content(
+        f"{failed} cop{'y' if failed == 1 else 'ies'} of post {post_label} to {mlist.address} could not be "
+        "delivered; the outgoing mail server refused them.\n\n"
+        f"What it said:\n\n{textwrap.indent(textwrap.fill(detail, 72), '    ')}\n\n"
+        "`listmod outbox --failed` lists them; once the cause is fixed, `listmod outbox retry "
+        "--failed`\nsends them again.\n")
     return msg.as_bytes()

@@ -74,7 +74,8 @@ def _new_short_id(conn: sqlite3.Connection) -> str:
 
 def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelope_from: str,
                   rcpt_tos: list[str], peer: str, post: Post, judged: list[Judged],
-                  at: float | None = None, hostname: str = "localhost") -> list[PostRecord]:
+                  at: float | None = None, hostname: str = "localhost",
+                  notices_per_hour: int = 3) -> list[PostRecord]:
     """Store the message, each list's decision and its audit record; queue accepted copies.
 
     Runs inside the caller's transaction: all of it is committed together, or none of it.
@@ -93,18 +94,20 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         post_id = insert(
             conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
             "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
-            "escalated, tags, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "escalated, tags, context, excerpt, parsed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
              None if state == "held" else at, item.thread, int(escalated), " ".join(d.tags),
-             item.context))
+             item.context, post.excerpt if state == "held" else "", int(not post.problems)))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == "accepted":
             enqueue_copies(conn, post_id, item.mlist, at)
-        if state == "held" and item.mlist.notify_held and post.sender:
+        if state == "held" and item.mlist.notify_held and post.sender and \
+                may_notify(conn, post.sender, at, notices_per_hour):
             enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
                 item.mlist, post, short_id or "", d.reason,
                 held_notice_id(secret, item.mlist.address, post_id, hostname), hostname), at)
@@ -152,6 +155,17 @@ def enqueue_notice(conn: sqlite3.Connection, post_id: int | None, mlist: ListCon
         (post_id, mlist.address, recipient, mlist.bounce_address, body, at, at))
 
 
+def may_notify(conn: sqlite3.Connection, recipient: str, at: float, per_hour: int) -> bool:
+    """Whether one more notice may go to this address this hour (and count it if so): no address
+    can be mail-bombed through the list, whatever is sent to it."""
+    recent = conn.execute("SELECT COUNT(*) FROM notice_log WHERE recipient = ? AND at > ?",
+                          (recipient, at - 3600)).fetchone()[0]
+    if recent >= per_hour:
+        return False
+    conn.execute("INSERT INTO notice_log (recipient, at) VALUES (?, ?)", (recipient, at))
+    return True
+
+
 class PostNotFound(Exception):
     pass
 
@@ -169,7 +183,7 @@ def find_post(conn: sqlite3.Connection, ident: str) -> PostRecord:
     ident = ident.strip()
     row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE short_id = ?",
                        (ident.upper(),)).fetchone()
-    if row is None and ident.isdigit():
+    if row is None and ident.isascii() and ident.isdigit():  # "²".isdigit() is True too
         row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE id = ?", (int(ident),)).fetchone()
     if row is None:
         raise PostNotFound(f"no post with id {ident!r}; `listmod queue` lists the held posts")

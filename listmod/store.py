@@ -7,6 +7,7 @@ import os
 import queue
 import secrets
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,36 +18,74 @@ import sqlite_utils
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+KEY_LENGTH = 32
 
 
 class StoreError(Exception):
     """The store could not commit; the SMTP answer is 451 so that the sender retries."""
 
 
+class StartupError(Exception):
+    """Something in state_dir is unsafe or broken; the daemon refuses to start and says what."""
+
+
+def private_state_dir(state_dir: Path) -> None:
+    """state_dir holds raw mail and the key: made 0700, and everything created in it 0600."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.umask(0o077)
+    if state_dir.stat().st_mode & 0o077:
+        state_dir.chmod(0o700)
+    for path in state_dir.iterdir():  # made by an older version, or by hand
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and path.name != "secret.key":
+            path.chmod(0o600)
+
+
 def load_or_create_secret(state_dir: Path) -> bytes:
-    """The daemon's secret key (pseudonyms, later moderator tokens): made on first start, mode 0600."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """The daemon's secret key (pseudonyms, moderator tokens): made on first start, mode 0600.
+    An existing key must be exactly 32 bytes, mode 0600 and owned by this user, or nothing starts:
+    a short key makes tokens guessable, a readable one lets others forge them."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / "secret.key"
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
-            return data
-    except FileNotFoundError:
-        pass
-    tmp = state_dir / f".secret.key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)  # never replaces a key another process made a moment ago
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    if not path.exists():
+        tmp = state_dir / f".secret.key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_LENGTH))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a key another process made a moment ago
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    st = path.stat()
+    if st.st_size != KEY_LENGTH:
+        raise StartupError(f"{path} is {st.st_size} bytes; it must be {KEY_LENGTH} random bytes. Move it "
+                           "away and start again to have a new one made (tokens in digests already sent "
+                           "then stop working)")
+    if st.st_uid != os.geteuid():
+        raise StartupError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.geteuid()}); "
+                           f"chown it to the user that runs listmod")
+    if st.st_mode & 0o077:
+        raise StartupError(f"{path} has mode {st.st_mode & 0o777:o}; others could read the key and forge "
+                           f"moderators' tokens: chmod 600 {path}")
     return path.read_bytes()
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """PRAGMA quick_check: a damaged store is refused with one line, never served."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise StartupError(f"{path} is not a usable SQLite database ({err}); restore it from a backup") from None
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        raise StartupError(f"{path} is damaged (PRAGMA quick_check: {problems[0]}"
+                           f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
+                           "restore it from a backup")
 
 
 def _schema(db: sqlite_utils.Database) -> None:
@@ -64,7 +103,8 @@ def _schema(db: sqlite_utils.Database) -> None:
         "body": bytes, "state": str, "attempts": int, "next_attempt": float, "last_error": str,
         "created_at": float, "done_at": float,
     }, pk="id", if_not_exists=True)
-    for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str)):
+    for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str),
+                         ("excerpt", str), ("parsed", int)):
         if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
             db.table("posts").add_column(column, kind)
     db.table("members").create({"list": str, "address": str, "added_at": float},
@@ -75,6 +115,15 @@ def _schema(db: sqlite_utils.Database) -> None:
                          pk="id", if_not_exists=True)
     db.table("imap_state").create({"folder": str, "uidvalidity": int, "last_uid": int}, pk="folder",
                             if_not_exists=True)
+    db.table("inbox").create({
+        "id": int, "list": str, "received_at": float, "envelope_from": str, "peer": str, "raw": bytes,
+        "state": str, "error": str, "done_at": float,
+    }, pk="id", if_not_exists=True)
+    db.table("notice_log").create({"recipient": str, "at": float}, if_not_exists=True)
+    db.table("notice_log").create_index(["recipient", "at"], if_not_exists=True)
+    db.table("inbox").create_index(["state"], if_not_exists=True)
+    if "deferred" not in db.table("digests").columns_dict:
+        db.table("digests").add_column("deferred", int)
     db.table("digest_items").create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
     db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
@@ -103,13 +152,20 @@ def _schema(db: sqlite_utils.Database) -> None:
 class Store:
     """Opens connections to one database file with the settings durability needs."""
 
-    def __init__(self, path: Path, secret: bytes, timeout: float = 5.0):
+    def __init__(self, path: Path, secret: bytes, timeout: float = 5.0, check: bool = False):
+        """`check`: run PRAGMA quick_check first (the daemon at start-up; it reads every page)."""
         self.path = path
         self.secret = secret
         self.timeout = timeout
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self.connect()
         try:
+            conn = self.connect()
+        except sqlite3.DatabaseError as err:
+            raise StartupError(f"{path} is not a usable SQLite database ({err}); restore it from a "
+                               "backup") from None
+        try:
+            if check:
+                check_integrity(conn, path)
             with immediate(conn):
                 if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                     _schema(sqlite_utils.Database(conn))

@@ -37,7 +37,8 @@ def split_id(text: str) -> tuple[str, str]:
 
 
 def check(expected: str, given: str) -> bool:
-    return bool(given) and hmac.compare_digest(expected.upper(), given.upper())
+    """Constant-time comparison; any text may be given (compare_digest refuses non-ASCII str)."""
+    return bool(given) and hmac.compare_digest(expected.upper().encode("utf-8"), given.upper().encode("utf-8"))
 
 
 _HELD_NOTICE = re.compile(r"<held\.(\d+)\.([0-9A-Z]+)@")

@@ -63,6 +63,8 @@ class SinkHandler:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.answers: dict[str, list[str] | str] = {}
+        self.data_answers: list[str] = []   # answers at DATA instead of 250, used up one per message
+        self.data_always: str | None = None  # an answer at DATA for every message while set
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -77,6 +79,10 @@ class SinkHandler:
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
+            if self.data_always:
+                return self.data_always
+            if self.data_answers:
+                return self.data_answers.pop(0)
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content))
         return "250 OK"

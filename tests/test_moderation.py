@@ -106,16 +106,17 @@ def test_bad_replies_change_nothing_and_are_answered_and_audited(sink, make_daem
     if case == "replayed":
         d.send(sender, to, raw)   # first time: applied
     d.send(sender, to, raw)
-    expected = {"non-moderator": "is not a moderator of dev@example.org",
-                "altered token": "the token does not match",
-                "other list": "belongs to dev@example.org, not to users@example.org",
-                "replayed": "was already processed"}[case]
+    expected, recorded = {
+        "non-moderator": ("commands only from the moderators of dev@example.org", "is not a moderator"),
+        "altered token": ("the token does not match",) * 2,
+        "other list": ("belongs to dev@example.org, not to users@example.org",) * 2,
+        "replayed": ("was already processed",) * 2}[case]
     receipt = wait_until(lambda: [m.message for r, m in sink.copies() if r == sender
-                                  and expected in text_of(m.message)],
+                                  and expected in " ".join(text_of(m.message).split())],
                          what="a receipt that says why")[0]
-    assert "NOT applied" in text_of(receipt)
+    assert "not applied" in text_of(receipt).lower()
     refused = [r for r in d.cli_json("audit") if r["action"] == "refused"]
-    assert refused and expected in refused[-1]["reason"]
+    assert refused and recorded in refused[-1]["reason"]
     queue = d.cli_json("queue")
     if case == "replayed":
         assert queue == []  # applied once, not twice

@@ -154,7 +154,7 @@ def test_a_catastrophic_regex_holds_the_post_within_its_time_limit(tmp_path):
     d = decide(msg(body="a" * 50000 + "!"), MEMBER, rs)
     assert time.monotonic() - started < 1.0
     assert d.action == "hold"
-    assert d.reason.startswith("Rule r could not be evaluated in time")
+    assert d.reason.startswith("The post took too long to judge: rule r could not be evaluated in time")
 
 
 def test_the_starter_rules_load_and_make_sense(tmp_path):

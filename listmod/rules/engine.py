@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 
 from ..message import Post
@@ -10,6 +11,8 @@ from .model import ALL_LISTS as _ALL_LISTS
 from .model import TERMINAL_ACTIONS, Context, Decision, Facts, Rule, RuleOutcome, RuleSet, RuleTimeout
 
 _AUTO_REPORTS = ("multipart/report",)
+# Headers by which an article acts on others (RFC 5537 5.3, 5.4); with Approved: a server obeys them.
+CONTROL_HEADERS = ("control", "also-control", "supersedes")
 
 
 def _builtin(post: Post, ctx: Context) -> Decision | None:
@@ -51,6 +54,14 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
         return _built("banned", "reject",
                       f"The moderators of {ctx.list_address} have banned this sender; posts from "
                       "this address are not accepted.", f"sender.trust is banned ({post.sender})")
+    if ctx.newsgroups and not ctx.allow_control:
+        control = [(name, value) for name in CONTROL_HEADERS for value in post.header(name)]
+        if control:
+            shown = "; ".join(f"{name.title()}: {value[:200]}" for name, value in control)
+            return _built("control", "hold",
+                          f"The submission carries {shown}: a control message or a replacement acts on "
+                          "other articles (a cancel deletes one) once it is approved. A moderator will "
+                          "look at it; if approved, the article is posted without that header.", shown)
     if ctx.newsgroups:
         named = post.newsgroups
         if named and not set(named) & set(ctx.newsgroups):
@@ -92,14 +103,15 @@ def _exempt(rule_exempt: tuple[str, ...], ctx: Context) -> str:
     return ""
 
 
-def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
+def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = None) -> Decision:
     """Judge a post: built-in checks, then the rules in order (first terminal match decides; `tag`
     rules are recorded and evaluation goes on), then the list's default for members or non-members.
-    No I/O; the trace shows every rule considered."""
+    No I/O; the trace shows every rule considered. With a `deadline` (time.monotonic()), a post
+    whose rules cannot all run by then is held: it took too long to judge."""
     built = _builtin(post, ctx)
     if built is not None:
         return replace(built, ruleset=ruleset.digest)
-    facts = Facts(post, ctx, ruleset.scanners)
+    facts = Facts(post, ctx, ruleset.scanners, deadline)
     considered: list[Rule] = []
     notes: list[RuleOutcome] = []
     tags: list[str] = []
@@ -118,10 +130,12 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet) -> Decision:
                 notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, f"exempt: {exempt}"))
                 continue
         try:
+            if deadline is not None and time.monotonic() > deadline:
+                raise RuleTimeout("the message's time budget ran out before this rule")
             evidence = rule.condition(facts)
         except RuleTimeout as err:
-            reason = (f"Rule {rule.id} could not be evaluated in time ({err}); "
-                      "the post is held for a moderator.")
+            reason = (f"The post took too long to judge: rule {rule.id} could not be evaluated in time "
+                      f"({err}); the post is held for a moderator.")
             notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
             return Decision("hold", reason, rule.id, rule.source, "rules", str(err), ruleset.digest,
                             tuple(tags), tuple(considered), tuple(notes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ def load_rules(rules_dir: Path) -> RuleSet:
     seen_ids: dict[str, str] = {}
     build = _Build(rules_dir)
     files = sorted(rules_dir.glob("*.toml"))
+    unsafe = [u for u in (unsafe_path(rules_dir, rules_dir), *(unsafe_path(f, rules_dir) for f in files)) if u]
+    if unsafe:
+        raise ConfigError(unsafe)
     for path in files:
         build.digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         try:
@@ -76,6 +80,24 @@ def load_rules(rules_dir: Path) -> RuleSet:
     scanners = {name: Scanner(lits) for name, lits in build.literals.items()}
     return RuleSet(rules=tuple(rules), files=tuple(str(p) for p in files),
                    digest=build.digest.hexdigest(), scanners=scanners, needs=frozenset(build.needs))
+
+
+def unsafe_path(path: Path, rules_dir: Path) -> str | None:
+    """Why a rules file or directory must not be trusted: another user could change the rules
+    (writable by others), or it is a link that leads out of rules_dir. None when it is fine."""
+    root = rules_dir.resolve()
+    real = path.resolve()
+    if real != root and root not in real.parents:
+        return (f"{path}: a link to {real}, outside {rules_dir}; rules are read only from inside "
+                "rules_dir: copy the file there instead of linking it")
+    try:
+        mode = real.stat().st_mode
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror})"
+    if mode & 0o002:
+        return (f"{path}: writable by every user (mode {mode & 0o777:o}), so anyone on this machine "
+                f"could change the rules: chmod o-w {path}")
+    return None
 
 
 def _unreachable(rules: list[Rule]) -> list[str]:
@@ -289,6 +311,10 @@ def _words_file(name: Any, at: tuple[str, ...], p: _Problems, build: _Build) -> 
         p.add(at, f"words_file {name!r} is outside the rules directory; put the word list in "
               f"{build.rules_dir} and name it without a path")
         return None
+    unsafe = unsafe_path(root / name, build.rules_dir) if path.exists() else None
+    if unsafe:
+        p.add(at, unsafe)
+        return None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -395,10 +421,15 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
                 if scan.found.keys().isdisjoint(needed):
                     continue  # the literal this regex cannot match without is absent
             for value in text_values(field, facts):
+                limit = REGEX_TIME_LIMIT
+                if facts.deadline is not None:
+                    limit = min(limit, facts.deadline - time.monotonic())
+                    if limit <= 0:
+                        raise RuleTimeout(f"the message's time budget ran out in the {label} on {name}")
                 try:
-                    found = pattern.search(value, timeout=REGEX_TIME_LIMIT)
+                    found = pattern.search(value, timeout=limit)
                 except TimeoutError:
-                    raise RuleTimeout(f"{label} on {name} ran past {REGEX_TIME_LIMIT}s") from None
+                    raise RuleTimeout(f"{label} on {name} ran past {limit:.3g}s") from None
                 if found:
                     shown = found.group(0)[:80]
                     return (f"{name} has the {label} {shown!r}" if label == "word"

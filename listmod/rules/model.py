@@ -40,6 +40,7 @@ class Context:
     auth: tuple[tuple[str, str], ...] = ()     # (method, result) from trusted Authentication-Results
     spam_score: float | None = None
     newsgroups: tuple[str, ...] = ()           # the groups the list moderates (a newsgroup's list)
+    allow_control: bool = False                # its approved articles may keep Control/Supersedes
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Facts:
     post: Post
     context: Context
     scanners: dict[str, Scanner] = field(default_factory=dict)
+    deadline: float | None = None   # time.monotonic() by which judging must end (None: no budget)
     _scans: dict[str, Scan] = field(default_factory=dict, compare=False, repr=False)
 
     def scan(self, name: str, text: Callable[[], str]) -> Scan:
