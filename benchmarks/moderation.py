@@ -193,10 +193,12 @@ def digest_time(args) -> None:
         digest = build_digest(conn, store.secret, mlist, "bench.example.org")
         built = time.perf_counter() - started
         started = time.perf_counter()
-        append_digest(ImapConfig(port=imap.port, username="moderation", password_file=work / "pw"), digest)
+        append_digest(ImapConfig(port=imap.port, username="moderation", password_file=work / "pw"), "Moderation",
+                      digest.data)
         appended = time.perf_counter() - started
-        print(f"digest of {args.digest_posts} held posts ({len(digest.data) / 1024 / 1024:.1f} MiB): "
-              f"built in {built * 1000:.0f} ms, APPENDed in {appended * 1000:.0f} ms")
+        print(f"digest of {args.digest_posts} held posts ({len(digest.data) / 1024 / 1024:.1f} MiB, "
+              f"{len(digest.posts) - digest.deferred} attached, {digest.deferred} left for the next by "
+              f"digest_max_size): built in {built * 1000:.0f} ms, APPENDed in {appended * 1000:.0f} ms")
     finally:
         imap.cleanup()
         shutil.rmtree(work, ignore_errors=True)

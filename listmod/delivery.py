@@ -510,10 +510,15 @@ class Outbox:
         try:
             outcomes, recorded = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._deliver, batch)
-        except Exception as err:  # raised before anything was handed to a server
-            self.quiet("deliver", logging.ERROR, "delivery of %d copies failed unexpectedly; they are "
-                       "tried again", len(batch), exc_info=True)
-            outcomes, recorded = [Outcome(c, "retry", f"internal error: {err}") for c in batch], False
+        except (OSError, sqlite3.Error) as err:  # raised before anything was handed to a server
+            self.quiet("deliver", logging.WARNING, "delivery of %d copies could not start (%s); they are "
+                       "tried again", len(batch), err)
+            outcomes, recorded = [Outcome(c, "retry", f"could not start: {err}") for c in batch], False
+        except Exception as err:  # these copies cannot be built or sent: set aside, audited, requeueable
+            self.quiet("deliver", logging.ERROR, "delivery of %d copies failed unexpectedly; they are set "
+                       "aside (`listmod outbox --failed`)", len(batch), exc_info=True)
+            why = f"internal error: {type(err).__name__}: {err}"[:500]
+            outcomes, recorded = [Outcome(c, "failed", why) for c in batch], False
         for o in outcomes:
             if o.result == "failed":
                 log.warning("copy %d to %s failed: %s", o.copy.id, o.copy.recipient, o.detail)

@@ -188,15 +188,19 @@ def _parts(msg: Message):
 
 
 def excerpt_of(body: str, lines: int = 2, width: int = 76) -> str:
-    """The first lines of text that are not quotes, shortened: what a digest shows of a post."""
+    """The first lines of text that are not quotes, shortened: what a digest shows of a post.
+    Reads only as far as it needs to (a body may be megabytes)."""
     out: list[str] = []
-    for line in body.splitlines():
-        line = line.strip()
+    start = 0
+    scan = min(len(body), 64 * 1024)  # a body of blank or quoted lines is not read to its end
+    while len(out) < lines and start < scan:
+        end = body.find("\n", start)
+        end = len(body) if end == -1 else end
+        line = body[start:min(end, start + 4 * width)].strip()
+        start = end + 1
         if not line or line.startswith(">"):
             continue
         out.append(line if len(line) <= width else line[: width - 4].rstrip() + " ...")
-        if len(out) == lines:
-            break
     return "\n".join(out)
 
 

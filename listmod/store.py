@@ -142,6 +142,7 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["post"], if_not_exists=True)
     db.table("audit").create_index(["post"], if_not_exists=True)
     db.table("digests").create_index(["message_id"], unique=True, if_not_exists=True)
+    db.table("digest_items").create_index(["post"], if_not_exists=True)
     db.table("digests").create_index(["list", "sent_at"], if_not_exists=True)
     for verb in ("UPDATE", "DELETE"):
         db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{verb.lower()} BEFORE {verb} ON audit

@@ -65,6 +65,7 @@ class SinkHandler:
         self.answers: dict[str, list[str] | str] = {}
         self.data_answers: list[str] = []   # answers at DATA instead of 250, used up one per message
         self.data_always: str | None = None  # an answer at DATA for every message while set
+        self.before_250: Callable[[], None] | None = None  # runs (once) just before a DATA is accepted
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -83,6 +84,9 @@ class SinkHandler:
                 return self.data_always
             if self.data_answers:
                 return self.data_answers.pop(0)
+            hook, self.before_250 = self.before_250, None
+            if hook is not None:
+                hook()
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content))
         return "250 OK"

@@ -427,7 +427,7 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
                     if limit <= 0:
                         raise RuleTimeout(f"the message's time budget ran out in the {label} on {name}")
                 try:
-                    found = pattern.search(value, timeout=limit)
+                    found = pattern.search(value, timeout=limit, concurrent=True)  # GIL released: others go on
                 except TimeoutError:
                     raise RuleTimeout(f"{label} on {name} ran past {limit:.3g}s") from None
                 if found:

@@ -10,17 +10,26 @@ from collections import Counter
 from conftest import LIST, MEMBERS, post_bytes, wait_until
 
 
+def fill(path) -> None:
+    """Write zeros to `path` until the file system is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 def test_a_full_disk_during_delivery_delivers_every_copy_exactly_once(sink, make_daemon, tmp_path):
     d = make_daemon(sink, start=False)
     var = d.dir / "var"
-    for f in var.iterdir():
-        (tmp_path / f.name).write_bytes(f.read_bytes()) if f.is_file() else None
+    saved = {f.name: f.read_bytes() for f in var.iterdir() if f.name in ("listmod.sqlite3", "secret.key")}
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(var)], check=True)
     try:
-        for f in tmp_path.iterdir():
-            if f.is_file() and f.name in ("listmod.sqlite3", "secret.key"):
-                (var / f.name).write_bytes(f.read_bytes())
-                os.chmod(var / f.name, 0o600)
+        for name, data in saved.items():
+            (var / name).write_bytes(data)
+            os.chmod(var / name, 0o600)
         for rcpt in MEMBERS:  # the smarthost holds every copy back at first
             sink.handler.answers[rcpt] = "451 4.3.0 try later"
         d.start()
@@ -32,14 +41,18 @@ def test_a_full_disk_during_delivery_delivers_every_copy_exactly_once(sink, make
         wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM outbox WHERE kind = 'post' AND attempts > 0")
                    .fetchone()[0] == 6 * len(MEMBERS), 15, "every copy tried once")
         filler = var / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], stderr=subprocess.DEVNULL)
-        sink.handler.answers.clear()  # the smarthost takes mail again while the disk is full
+        # the disk fills up just as the smarthost says 250: after the answer, before our record of it
+        sink.handler.before_250 = lambda: fill(filler)
+        sink.handler.answers.clear()
+        wait_until(lambda: filler.exists(), 15, "the disk filled up")
         time.sleep(4)
         filler.unlink()
         wait_until(lambda: all(len(sink.copies_for(m)) >= len(MEMBERS) for m in mids), 60, "every copy")
+        d.stop()  # and after a restart nothing is sent again
+        d.start()
         time.sleep(3)  # any duplicate would arrive now
         counts = Counter((rcpt, r.message["Message-ID"]) for rcpt, r in sink.copies())
-        assert set(counts.values()) == {1}, [k for k, v in counts.items() if v > 1]
+        assert set(counts.values()) == {1}, sorted(k for k, v in counts.items() if v > 1)
         assert len(counts) == 6 * len(MEMBERS)
     finally:
         d.stop()

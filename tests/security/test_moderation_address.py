@@ -49,7 +49,7 @@ def test_a_moderators_reply_reads_at_most_the_configured_number_of_commands(sink
 
 
 def test_held_notices_to_one_address_are_rate_limited(sink, make_daemon):
-    d = make_daemon(sink, list_extra="notify_held = true\n", server_extra="held_notices_per_hour = 3\n")
+    d = make_daemon(sink, list_extra="notify_held = true\n")  # held_notices_per_hour = 3 by default
     for n in range(12):
         d.send("stranger@example.net", LIST, post_bytes(sender="stranger@example.net", subject=f"q{n}"))
     wait_until(lambda: len(d.cli_json("queue")) == 12, 10, "twelve held posts")
