@@ -16,7 +16,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from .config import Config, ImapConfig
-from .moderation import process_reply, reply_failed
+from .moderation import PreparedReply, prepare_reply, process_reply, reply_failed
 from .store import GroupWriter, StoreError
 from .supervise import QuietLog
 
@@ -133,8 +133,9 @@ class ImapWorker:
             # leaves the reply to be applied again; after it, the UID says it was done
             target = self.cfg.processed_folder
             try:
-                self.writer.submit(functools.partial(self._apply, raw=raw, folder=folder,
-                                                     uidvalidity=uidvalidity, uid=uid)).result(timeout=60)
+                prepared = prepare_reply(raw)  # in this thread, not in the store's writer
+                self.writer.submit(functools.partial(self._apply, raw=raw, folder=folder, uidvalidity=uidvalidity,
+                                                     uid=uid, prepared=prepared)).result(timeout=60)
             except StoreError:
                 raise
             except Exception as err:  # this reply only: set it aside, with its reason, and go on
@@ -156,8 +157,9 @@ class ImapWorker:
             self.wake_outbox()
         return done
 
-    def _apply(self, conn: sqlite3.Connection, raw: bytes, folder: str, uidvalidity: int, uid: int) -> None:
-        process_reply(conn, self.secret, self.config, raw, None, time.time())
+    def _apply(self, conn: sqlite3.Connection, raw: bytes, folder: str, uidvalidity: int, uid: int,
+               prepared: PreparedReply) -> None:
+        process_reply(conn, self.secret, self.config, raw, None, time.time(), prepared)
         _save_state(conn, folder, uidvalidity, uid)
 
     def _set_aside(self, conn: sqlite3.Connection, raw: bytes, folder: str, uidvalidity: int, uid: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import re
@@ -25,13 +26,25 @@ from .context import build_context, context_json, thread_key
 from .inbox import store_reply
 from .message import Post, parse
 from .posts import Judged, PostRecord, record_intake
-from .rules import Decision, RuleSet, decide
+from .rules import Decision, OutOfSlice, RuleSet, decide
 from .store import GroupWriter, StoreError
 
 log = logging.getLogger("listmod.intake")
 
 MAX_RECIPIENTS = 100
 DATA_SLOT_WAIT = 5.0  # seconds a DATA waits for a free slot under max_concurrent_data, then 451
+# A small, plain message is first judged on the event loop, for at most INLINE_SLICE seconds:
+# handing every message to a thread cost a fifth of intake's throughput (each hop between threads
+# waits for the GIL). Larger ones, nested MIME (parsing 300 levels in 20 KB takes 160 ms), and any
+# that need more than the slice go to a judge thread and get the whole judge_budget. Parsing 32 KB
+# of the worst shapes we know (10,000 addresses, 10,000 parameters) takes under 40 ms.
+INLINE_SIZE = 32 * 1024
+INLINE_MULTIPARTS = 8
+INLINE_SLICE = 0.05
+
+
+def judged_inline(raw: bytes) -> bool:
+    return len(raw) <= INLINE_SIZE and raw.lower().count(b"multipart/") <= INLINE_MULTIPARTS
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"\n[^ \t\r\n]")
 
@@ -277,11 +290,14 @@ class FastData(SMTP):
             await self.push("501 Syntax: DATA")
             return
         slots = self.event_handler.limits.data_slots
-        try:
-            await asyncio.wait_for(slots.acquire(), timeout=DATA_SLOT_WAIT)
-        except TimeoutError:
-            await self.push("451 4.3.2 Too many messages are being received at once; try again shortly")
-            return
+        if slots.locked():  # wait_for costs a task per call: only when there is something to wait for
+            try:
+                await asyncio.wait_for(slots.acquire(), timeout=DATA_SLOT_WAIT)
+            except TimeoutError:
+                await self.push("451 4.3.2 Too many messages are being received at once; try again shortly")
+                return
+        else:
+            await slots.acquire()
         try:
             await self._receive()
         finally:
@@ -377,13 +393,16 @@ class IntakeHandler:
         self.on_accepted()
         return f"250 2.0.0 Reply received for {mlist.address}; it is applied in a moment"
 
-    def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str]) -> tuple[Post, list[Judged]]:
-        """Parse and judge (in a worker thread) within the message's time budget; raises Refused
-        when the message breaks an intake limit."""
-        deadline = time.monotonic() + self.config.server.judge_budget
+    def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str],
+              first_slice: bool = False) -> tuple[Post, list[Judged]]:
+        """Parse and judge within the message's time budget; raises Refused when the message breaks
+        an intake limit. `first_slice`: only INLINE_SLICE seconds, then OutOfSlice."""
+        deadline = time.monotonic() + (INLINE_SLICE if first_slice else self.config.server.judge_budget)
         check_shape(raw, self.config.server)
         post = parse(raw, mail_from)
         check_mime(post, self.config.server)
+        if first_slice and time.monotonic() > deadline:
+            raise OutOfSlice("parsing took the whole first slice")
         ruleset = self.rules()  # one complete rule set judges the whole message, even mid-reload
         judged: list[Judged] = []
         seen: set[tuple[str, str]] = set()
@@ -400,8 +419,8 @@ class IntakeHandler:
                 judged.append(Judged(mlist, bounce_report_decision(ruleset)))
                 continue
             ctx = build_context(reader, post, mlist, self.config, ruleset, now)
-            judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline), context_json(ctx),
-                                 thread_key(post)))
+            judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
+                                 context_json(ctx), thread_key(post)))
         return post, judged
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -444,18 +463,50 @@ class IntakeHandler:
             return answers[posts[0]]
         return _smtp_answer(records, [answers[a] for a in posts])
 
+    async def _judge_and_store(self, raw: bytes, mail_from: str, rcpts: list[str],
+                               peer: str) -> list[PostRecord]:
+        if judged_inline(raw):
+            try:
+                post, judged = self.judge(raw, mail_from, rcpts, first_slice=True)
+            except OutOfSlice:
+                pass  # judged again below, in a thread, with the whole budget
+            else:
+                return await asyncio.wrap_future(self._commit(raw, mail_from, rcpts, peer, post, judged))
+        done: concurrent.futures.Future[list[PostRecord]] = concurrent.futures.Future()
+        self.judges.submit(self._judge_and_commit, raw, mail_from, rcpts, peer, done)
+        return await asyncio.wrap_future(done)
+
+    def _commit(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str, post: Post,
+                judged: list[Judged]) -> concurrent.futures.Future[list[PostRecord]]:
+        return self.writer.submit(lambda conn: record_intake(
+            conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
+            post=post, judged=judged, hostname=self.config.server.hostname,
+            notices_per_hour=self.config.server.held_notices_per_hour))
+
+    def _judge_and_commit(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str,
+                          done: concurrent.futures.Future) -> None:
+        """In a judge thread: judge, then hand the commit to the writer straight from here, so the
+        event loop is woken once, when the commit is done."""
+        try:
+            post, judged = self.judge(raw, mail_from, rcpts)
+        except BaseException as err:
+            done.set_exception(err)
+            return
+
+        def forward(f: concurrent.futures.Future) -> None:
+            error = f.exception()
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(f.result())
+        self._commit(raw, mail_from, rcpts, peer, post, judged).add_done_callback(forward)
+
     async def _store_post(self, raw: bytes, mail_from: str, rcpts: list[str],
                           peer: str) -> list[PostRecord] | str:
         """Judge and commit the post for its lists; the records, or the reply (451, or a refusal
         under the intake limits) when nothing was stored."""
-        loop = asyncio.get_running_loop()
         try:
-            post, judged = await loop.run_in_executor(self.judges, self.judge, raw, mail_from, rcpts)
-            future = self.writer.submit(lambda conn: record_intake(
-                conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
-                post=post, judged=judged, hostname=self.config.server.hostname,
-                notices_per_hour=self.config.server.held_notices_per_hour))
-            records = await asyncio.wrap_future(future)
+            records = await self._judge_and_store(raw, mail_from, rcpts, peer)
         except Refused as refused:
             log.info("refused a message from %s: %s", mail_from or "<>", refused)
             return str(refused)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
-from html.parser import HTMLParser
 
 from .addresses import clean
+from .htmltext import html_to_text
 
 
 @dataclass(frozen=True)
@@ -272,9 +272,10 @@ _CONTROLS = {c: " " for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
 def printable(text: str) -> str:
     """Text safe to show or to put into a header: controls removed, lone surrogates replaced,
     white space folded to single spaces."""
-    text = text.translate(_CONTROLS)
-    if not text.isascii():
-        text = text.encode("utf-8", "replace").decode("utf-8")
+    if not text.isprintable():  # the usual header is printable: one C-speed scan, nothing to do
+        text = text.translate(_CONTROLS)
+        if not text.isascii():
+            text = text.encode("utf-8", "replace").decode("utf-8")
     return " ".join(text.split())
 
 
@@ -399,45 +400,3 @@ def _from(msg: Message) -> tuple[str, str]:
 def _first_msgid(value: object) -> str:
     found = _MSGID.search(header_text(value))
     return found.group(0) if found else ""
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = {"script", "style", "head", "title"}
-    _BREAKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self._SKIP:
-            self.skipping += 1
-        elif tag in self._BREAKS:
-            self.out.append("\n")
-        if tag == "a":
-            for key, value in attrs:
-                if key == "href" and value and value.startswith(("http://", "https://")):
-                    self.out.append(f" {value} ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self._BREAKS:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """The readable text of an HTML body (link targets kept so link rules can see them)."""
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception:
-        return re.sub(r"<[^>]*>", " ", html)
-    lines = (" ".join(line.split()) for line in "".join(extractor.out).splitlines())
-    return "\n".join(line for line in lines if line)

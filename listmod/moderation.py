@@ -12,7 +12,7 @@ from . import audit, tokens
 from .config import Config, ListConfig
 from .context import dkim_pass_domains
 from .digest import verify_digest_id
-from .message import parse
+from .message import Post, parse
 from .notices import new_notice, not_a_moderator_notice
 from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post, may_notify
 from .replies import COMMANDS, CommandLine, commands_in
@@ -59,18 +59,32 @@ def _refuse(conn: sqlite3.Connection, secret: bytes, receipt: Receipt, cmd: Comm
                  source="mail command", actor=f"moderator:{receipt.moderator}", at=at)
 
 
+@dataclass(frozen=True)
+class PreparedReply:
+    """A reply read and its commands found: done outside the store's writer (it can be slow)."""
+
+    post: Post
+    commands: tuple[CommandLine, ...]
+
+
+def prepare_reply(raw: bytes) -> PreparedReply:
+    return PreparedReply(parse(raw, ""), tuple(commands_in(raw)))
+
+
 def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: bytes,
-                via_list: ListConfig | None = None, at: float | None = None) -> Receipt:
+                via_list: ListConfig | None = None, at: float | None = None,
+                prepared: PreparedReply | None = None) -> Receipt:
     """Apply the commands in one reply (inside the caller's transaction) and say what happened.
     `via_list` is the list whose -moderation address the reply was sent to, if any."""
     at = time.time() if at is None else at
-    reply = parse(raw, "")
+    prepared = prepared or prepare_reply(raw)
+    reply = prepared.post
     moderator = reply.from_address
     receipt = Receipt(moderator, reply.message_id, reply.subject,
                       dkim_domains=dkim_pass_domains(reply, config.server.authserv_id))
     if via_list is not None:
         receipt.lists.add(via_list.address)
-    commands = commands_in(raw)
+    commands = list(prepared.commands)
     limit = config.server.max_commands_per_reply
     skipped = max(0, len(commands) - limit)
     commands = commands[:limit]
@@ -278,7 +292,7 @@ def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, referenc
 
 
 def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, raw: bytes,
-                  at: float) -> int:
+                  at: float, reply: Post | None = None) -> int:
     """Queue the receipt to each moderator of each list involved, one message each (no shared To:),
     threaded under the reply; a poster's withdraw is answered to the poster alone; a sender who is
     no moderator gets at most one short answer an hour that names nobody."""
@@ -310,10 +324,12 @@ def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, ra
 
 
 def process_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: bytes,
-                  via_list: ListConfig | None, at: float) -> Receipt:
-    """Apply one reply and queue its receipts, in the caller's transaction."""
-    receipt = apply_reply(conn, secret, config, raw, via_list=via_list, at=at)
-    send_receipts(conn, receipt, config, raw, at)
+                  via_list: ListConfig | None, at: float, prepared: PreparedReply | None = None) -> Receipt:
+    """Apply one reply and queue its receipts, in the caller's transaction (give `prepared`, made
+    by prepare_reply() in another thread, to keep the reading out of the transaction)."""
+    prepared = prepared or prepare_reply(raw)
+    receipt = apply_reply(conn, secret, config, raw, via_list=via_list, at=at, prepared=prepared)
+    send_receipts(conn, receipt, config, raw, at, reply=prepared.post)
     return receipt
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .config import Config, ListConfig
 from .digest import Digest, build_digest, digest_due, queue_digest, record_digest
 from .inbox import pending_replies, settle_reply
-from .moderation import expire_held, process_reply, reply_failed
+from .moderation import expire_held, prepare_reply, process_reply, reply_failed
 from .store import GroupWriter, StoreError
 from .supervise import QuietLog
 
@@ -82,11 +82,12 @@ class ModerationWorker:
             for reply_id, list_address, raw in rows:
                 via = self.config.list_for(list_address)
                 at = time.time()
-
-                def apply(conn, raw=raw, via=via, reply_id=reply_id, at=at):
-                    process_reply(conn, self.secret, self.config, raw, via, at)
-                    settle_reply(conn, reply_id, "applied", "", at)
                 try:
+                    prepared = await asyncio.to_thread(prepare_reply, raw)  # reading is not for the writer
+
+                    def apply(conn, raw=raw, via=via, reply_id=reply_id, at=at, prepared=prepared):
+                        process_reply(conn, self.secret, self.config, raw, via, at, prepared)
+                        settle_reply(conn, reply_id, "applied", "", at)
                     await self._write(apply)
                 except StoreError:
                     raise

@@ -2,6 +2,6 @@
 
 from .engine import decide
 from .loader import load_rules
-from .model import ACTIONS, Context, Decision, Rule, RuleOutcome, RuleSet
+from .model import ACTIONS, Context, Decision, OutOfSlice, Rule, RuleOutcome, RuleSet
 
-__all__ = ["ACTIONS", "Context", "Decision", "Rule", "RuleOutcome", "RuleSet", "decide", "load_rules"]
+__all__ = ["ACTIONS", "Context", "Decision", "OutOfSlice", "Rule", "RuleOutcome", "RuleSet", "decide", "load_rules"]

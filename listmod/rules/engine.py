@@ -8,7 +8,18 @@ from dataclasses import replace
 
 from ..message import Post
 from .model import ALL_LISTS as _ALL_LISTS
-from .model import TERMINAL_ACTIONS, Context, Decision, Facts, Rule, RuleOutcome, RuleSet, RuleTimeout
+from .model import (
+    TERMINAL_ACTIONS,
+    BudgetExhausted,
+    Context,
+    Decision,
+    Facts,
+    OutOfSlice,
+    Rule,
+    RuleOutcome,
+    RuleSet,
+    RuleTimeout,
+)
 
 _AUTO_REPORTS = ("multipart/report",)
 # Headers by which an article acts on others (RFC 5537 5.3, 5.4); with Approved: a server obeys them.
@@ -103,11 +114,13 @@ def _exempt(rule_exempt: tuple[str, ...], ctx: Context) -> str:
     return ""
 
 
-def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = None) -> Decision:
+def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = None,
+           slice_only: bool = False) -> Decision:
     """Judge a post: built-in checks, then the rules in order (first terminal match decides; `tag`
     rules are recorded and evaluation goes on), then the list's default for members or non-members.
     No I/O; the trace shows every rule considered. With a `deadline` (time.monotonic()), a post
-    whose rules cannot all run by then is held: it took too long to judge."""
+    whose rules cannot all run by then is held: it took too long to judge; with `slice_only`, the
+    deadline is only a first slice, and OutOfSlice is raised instead, to judge again with more time."""
     built = _builtin(post, ctx)
     if built is not None:
         return replace(built, ruleset=ruleset.digest)
@@ -131,9 +144,11 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
                 continue
         try:
             if deadline is not None and time.monotonic() > deadline:
-                raise RuleTimeout("the message's time budget ran out before this rule")
+                raise BudgetExhausted("the message's time budget ran out before this rule")
             evidence = rule.condition(facts)
         except RuleTimeout as err:
+            if slice_only and isinstance(err, BudgetExhausted):
+                raise OutOfSlice(str(err)) from None
             reason = (f"The post took too long to judge: rule {rule.id} could not be evaluated in time "
                       f"({err}); the post is held for a moderator.")
             notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))

@@ -13,7 +13,18 @@ import regex
 
 from ..tomlfile import ConfigError, Locator, did_you_mean, load, parse_size
 from .fields import CHEAP, FIELDS, GROUPS, Field, header_field, text_values
-from .model import ACTIONS, ALL_LISTS, EXEMPTIONS, TERMINAL_ACTIONS, Condition, Facts, Rule, RuleSet, RuleTimeout
+from .model import (
+    ACTIONS,
+    ALL_LISTS,
+    EXEMPTIONS,
+    TERMINAL_ACTIONS,
+    BudgetExhausted,
+    Condition,
+    Facts,
+    Rule,
+    RuleSet,
+    RuleTimeout,
+)
 from .scan import Scanner, fold, required_literals
 
 RULE_KEYS = ("id", "action", "reason", "match", "exempt")
@@ -422,13 +433,18 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
                     continue  # the literal this regex cannot match without is absent
             for value in text_values(field, facts):
                 limit = REGEX_TIME_LIMIT
+                budget_bound = False
                 if facts.deadline is not None:
-                    limit = min(limit, facts.deadline - time.monotonic())
-                    if limit <= 0:
-                        raise RuleTimeout(f"the message's time budget ran out in the {label} on {name}")
+                    left = facts.deadline - time.monotonic()
+                    if left <= 0:
+                        raise BudgetExhausted(f"the message's time budget ran out in the {label} on {name}")
+                    budget_bound = left < limit
+                    limit = min(limit, left)
                 try:
                     found = pattern.search(value, timeout=limit, concurrent=True)  # GIL released: others go on
                 except TimeoutError:
+                    if budget_bound:
+                        raise BudgetExhausted(f"the message's time budget ran out in the {label} on {name}") from None
                     raise RuleTimeout(f"{label} on {name} ran past {limit:.3g}s") from None
                 if found:
                     shown = found.group(0)[:80]

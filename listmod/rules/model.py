@@ -21,6 +21,14 @@ class RuleTimeout(Exception):
     """A rule's regex ran past its time limit for this message."""
 
 
+class BudgetExhausted(RuleTimeout):
+    """The message's time budget (the deadline given to decide()) ran out, not one regex's limit."""
+
+
+class OutOfSlice(Exception):
+    """decide(..., slice_only=True) could not finish by its deadline: judge again with more time."""
+
+
 @dataclass(frozen=True)
 class Context:
     """What decide() knows besides the message: the list, the sender's standing and the counters

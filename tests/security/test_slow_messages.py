@@ -69,6 +69,21 @@ def test_a_header_storm_inside_a_mime_part_does_not_stall_a_second_client(sink, 
     assert answer and answer[0][0] == 250, answer
 
 
+def test_hostile_html_is_read_in_linear_time_and_does_not_stall_a_second_client(sink, make_daemon):
+    """html.parser rescans an unclosed tag from every position: 64 KB of '<a b="' took 20 s."""
+    d = make_daemon(sink)
+    html = '<a b="' * 11000
+    raw = (f"From: alice@example.org\r\nTo: {LIST}\r\nSubject: html\r\nMessage-ID: <html-{time.time_ns()}@t>\r\n"
+           f"Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n").encode()
+    started = time.monotonic()
+    t, answer = send_in_background(d, raw)
+    time.sleep(0.2)
+    served_quickly(d, 2.0)
+    t.join(90)
+    assert answer and answer[0][0] == 250, answer
+    assert time.monotonic() - started < 5
+
+
 def test_a_header_over_the_limit_is_refused_with_552_and_the_limit(sink, make_daemon):
     d = make_daemon(sink, max_message_size="10MB")
     t, answer = send_in_background(d, storm())
