@@ -200,6 +200,14 @@ class Daemon:
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
 
+    def answer(self, mail_from: str, to: str, body: bytes, options: tuple[str, ...] = ()) -> tuple[int, bytes]:
+        """One transaction; the final answer to DATA (code, text), whatever it is."""
+        with self.smtp() as s:
+            s.ehlo()
+            s.mail(mail_from, list(options))
+            s.rcpt(to)
+            return s.data(body)
+
     def send(self, mail_from: str, to: str | list[str], body: bytes) -> dict:
         with self.smtp() as s:
             return s.sendmail(mail_from, [to] if isinstance(to, str) else to, body)

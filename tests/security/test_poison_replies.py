@@ -90,11 +90,7 @@ def test_poison_replies_over_imap_are_moved_aside_and_the_next_one_is_applied(si
 def test_each_poison_reply_is_answered_not_crashed_on(sink, make_daemon, subject, text):
     d = make_daemon(sink, moderators=MODS)
     held_post(d, 5)
-    with d.smtp() as s:
-        s.ehlo()
-        s.mail("mod@example.org", ["SMTPUTF8"])
-        s.rcpt(MODERATION)
-        code, _ = s.data(reply(subject, text))
+    code, _ = d.answer("mod@example.org", MODERATION, reply(subject, text), ("SMTPUTF8",))
     assert code == 250
     wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM inbox WHERE state != 'pending'").fetchone()[0] == 1,
                10, "the reply handled")

@@ -91,21 +91,13 @@ def test_a_header_over_the_limit_is_refused_with_552_and_the_limit(sink, make_da
     code, text = answer[0]
     assert code == 552 and b"5.3.4" in text and b"max_header_size" in text
     many = "".join(f"X-H{i}: v\r\n" for i in range(1500))
-    with d.smtp() as s:
-        s.ehlo()
-        s.mail("alice@example.org")
-        s.rcpt(LIST)
-        code, text = s.data(post_bytes(extra=many))
+    code, text = d.answer("alice@example.org", LIST, post_bytes(extra=many))
     assert code == 552 and b"max_header_count" in text
 
 
 def test_deep_mime_over_the_limit_is_refused_with_554(sink, make_daemon):
     d = make_daemon(sink)
-    with d.smtp() as s:
-        s.ehlo()
-        s.mail("alice@example.org")
-        s.rcpt(LIST)
-        code, text = s.data(nested(60))
+    code, text = d.answer("alice@example.org", LIST, nested(60))
     assert code == 554 and b"5.6.0" in text and b"max_mime_depth" in text
 
 
