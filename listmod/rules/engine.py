@@ -124,7 +124,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
     built = _builtin(post, ctx)
     if built is not None:
         return replace(built, ruleset=ruleset.digest)
-    facts = Facts(post, ctx, ruleset.scanners, deadline)
+    facts = Facts(post, ctx, ruleset.scanners, deadline, release_gil=deadline is not None and not slice_only)
     considered: list[Rule] = []
     notes: list[RuleOutcome] = []
     tags: list[str] = []

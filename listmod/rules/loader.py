@@ -441,7 +441,9 @@ def _regex_condition(field: Field, patterns: list, label: str = "regex") -> Cond
                     budget_bound = left < limit
                     limit = min(limit, left)
                 try:
-                    found = pattern.search(value, timeout=limit, concurrent=True)  # GIL released: others go on
+                    # in a judge thread the GIL is released so that the event loop goes on; on the loop it
+                    # is kept: every release lets another thread in, and the loop waits to get it back
+                    found = pattern.search(value, timeout=limit, concurrent=facts.release_gil)
                 except TimeoutError:
                     if budget_bound:
                         raise BudgetExhausted(f"the message's time budget ran out in the {label} on {name}") from None

@@ -59,6 +59,7 @@ class Facts:
     context: Context
     scanners: dict[str, Scanner] = field(default_factory=dict)
     deadline: float | None = None   # time.monotonic() by which judging must end (None: no budget)
+    release_gil: bool = False       # regexes let other threads run (in a judge thread, not on the loop)
     _scans: dict[str, Scan] = field(default_factory=dict, compare=False, repr=False)
 
     def scan(self, name: str, text: Callable[[], str]) -> Scan:
