@@ -255,6 +255,7 @@ class FastData(SMTP):
 
     _client_host = ""
     _counted = False
+    _too_many = False
 
     def connection_made(self, transport) -> None:
         peer = transport.get_extra_info("peername")
