@@ -39,6 +39,7 @@ class Receipt:
     lists: set[str] = field(default_factory=set)
     dkim_domains: set[str] = field(default_factory=set)
     unverified: bool = False     # the sender is no moderator: no receipt, at most a short answer
+    ignored: bool = False        # an automatic message (Auto-Submitted): never applied, never answered
     poster_only: bool = False    # only a poster's withdraw: the receipt goes to the poster alone
 
 
@@ -84,6 +85,9 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                       dkim_domains=dkim_pass_domains(reply, config.server.authserv_id))
     if via_list is not None:
         receipt.lists.add(via_list.address)
+    if any(not v.lower().startswith("no") for v in reply.header("auto-submitted")):
+        receipt.ignored = True  # a vacation or bounce message: answering it could start a mail loop
+        return receipt
     commands = list(prepared.commands)
     limit = config.server.max_commands_per_reply
     skipped = max(0, len(commands) - limit)

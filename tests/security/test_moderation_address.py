@@ -56,3 +56,14 @@ def test_held_notices_to_one_address_are_rate_limited(sink, make_daemon):
     time.sleep(2)
     notices = [r for rcpt, r in sink.copies() if rcpt == "stranger@example.net"]
     assert len(notices) == 3
+
+
+def test_an_automatic_reply_to_the_moderation_address_is_never_answered(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS)
+    before = len(d.cli_json("audit"))
+    raw = flood("vacation@example.net", 3).replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:")
+    d.send("vacation@example.net", MODERATION, raw)
+    wait_until(lambda: d.db().execute("SELECT state FROM inbox").fetchone()[0] == "applied", 10, "handled")
+    time.sleep(1.5)
+    assert not [r for rcpt, r in sink.copies() if rcpt == "vacation@example.net"]
+    assert len(d.cli_json("audit")) == before
