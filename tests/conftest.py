@@ -200,6 +200,11 @@ class Daemon:
     def smtp(self) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
 
+    def outbox_idle(self) -> bool:
+        """Nothing waits in the outbox (every copy and notice sent or failed): a check that
+        something did NOT happen can be made once this holds."""
+        return self.db().execute("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')").fetchone()[0] == 0
+
     def answer(self, mail_from: str, to: str, body: bytes, options: tuple[str, ...] = ()) -> tuple[int, bytes]:
         """One transaction; the final answer to DATA (code, text), whatever it is."""
         with self.smtp() as s:

@@ -8,10 +8,8 @@ from email.policy import default
 import pytest
 from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
 from imapclient import IMAPClient
-from servers import DOVECOT, Dovecot
+from servers import Dovecot
 
-pytestmark = pytest.mark.skipif(DOVECOT is None, reason="dovecot is not installed (make test installs "
-                                "dovecot-imapd; see .ci/install-servers)")
 MODS = ("mod@example.org", "mod2@example.org")
 
 

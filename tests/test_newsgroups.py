@@ -13,13 +13,10 @@ from email.policy import default
 
 import pytest
 from conftest import LIST, wait_until
-from servers import INN_BIN, Inn
+from servers import Inn
 from test_moderation import MODERATION, command_for, digests, reply, text_of
 
 from listmod.nntp import NntpClient
-
-pytestmark = pytest.mark.skipif(INN_BIN is None, reason="INN is not installed (make test installs inn2 "
-                                "through .ci/install-servers; or apt-get install inn2)")
 
 MOD = "mod@example.org"
 RULES = """

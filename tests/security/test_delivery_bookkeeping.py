@@ -4,7 +4,6 @@ requeued with `listmod outbox retry`."""
 
 import os
 import subprocess
-import time
 from collections import Counter
 
 from conftest import LIST, MEMBERS, post_bytes, wait_until
@@ -45,12 +44,13 @@ def test_a_full_disk_during_delivery_delivers_every_copy_exactly_once(sink, make
         sink.handler.before_250 = lambda: fill(filler)
         sink.handler.answers.clear()
         wait_until(lambda: filler.exists(), 15, "the disk filled up")
-        time.sleep(4)
+        wait_until(lambda: "could not record the outcome" in d.log(), 15,
+                   "the daemon to find it cannot record what the smarthost accepted")
         filler.unlink()
         wait_until(lambda: all(len(sink.copies_for(m)) >= len(MEMBERS) for m in mids), 60, "every copy")
         d.stop()  # and after a restart nothing is sent again
         d.start()
-        time.sleep(3)  # any duplicate would arrive now
+        wait_until(d.outbox_idle, 15, "the outbox idle after the restart")
         counts = Counter((rcpt, r.message["Message-ID"]) for rcpt, r in sink.copies())
         assert set(counts.values()) == {1}, sorted(k for k, v in counts.items() if v > 1)
         assert len(counts) == 6 * len(MEMBERS)

@@ -25,7 +25,7 @@ def test_a_strangers_flood_is_one_record_and_no_receipt(sink, make_daemon):
     assert time.monotonic() - started < 5
     wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()[0] == 0,
                20, "both replies handled")
-    time.sleep(1.5)
+    wait_until(d.outbox_idle, 15, "every answer sent")
     records = d.cli_json("audit")[before:]
     assert len(records) == 2 and all(r["action"] == "refused" for r in records)
     assert all("moderator" not in r["actor"] for r in records)
@@ -53,7 +53,7 @@ def test_held_notices_to_one_address_are_rate_limited(sink, make_daemon):
     for n in range(12):
         d.send("stranger@example.net", LIST, post_bytes(sender="stranger@example.net", subject=f"q{n}"))
     wait_until(lambda: len(d.cli_json("queue")) == 12, 10, "twelve held posts")
-    time.sleep(2)
+    wait_until(d.outbox_idle, 15, "every notice sent")
     notices = [r for rcpt, r in sink.copies() if rcpt == "stranger@example.net"]
     assert len(notices) == 3
 
@@ -64,6 +64,6 @@ def test_an_automatic_reply_to_the_moderation_address_is_never_answered(sink, ma
     raw = flood("vacation@example.net", 3).replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:")
     d.send("vacation@example.net", MODERATION, raw)
     wait_until(lambda: d.db().execute("SELECT state FROM inbox").fetchone()[0] == "applied", 10, "handled")
-    time.sleep(1.5)
+    wait_until(d.outbox_idle, 15, "the outbox idle")
     assert not [r for rcpt, r in sink.copies() if rcpt == "vacation@example.net"]
     assert len(d.cli_json("audit")) == before
