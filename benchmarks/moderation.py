@@ -114,22 +114,25 @@ def reply_latency(args) -> None:
         client = IMAPClient("127.0.0.1", port=imap.port, ssl=False)
         client.login("moderation", "s3cret")
 
-        def full_digest():
+        from email import message_from_bytes
+        from email.policy import default
+
+        def all_commands():
+            """The approve line of every held post, from the digests so far (each digest shows its
+            new posts in full; a later one lists the older ones in one line each)."""
             if not client.folder_exists("Moderation"):
                 return None
             client.select_folder("Moderation", readonly=True)
-            for uid in reversed(client.search("ALL")):
-                data = client.fetch([uid], ["RFC822"])[uid][b"RFC822"]
-                if f"] {args.replies} held post(s)".encode() in data:  # the Subject
-                    return data
-            return None
-        from email import message_from_bytes
-        from email.policy import default
-        message = message_from_bytes(wait(full_digest, 60, "a digest of all held posts"), policy=default)
-        digest_id = message["Message-ID"]
-        text = next(message.iter_parts()).get_content().replace("\r\n", "\n")
-        blocks = re.findall(r"Subject: held (\d+)\n.*?\n\s+(approve \S+)", text, re.S)
-        commands = {int(n): line for n, line in blocks}
+            found: dict[int, str] = {}
+            digest_id = ""
+            for uid in client.search("ALL"):
+                message = message_from_bytes(client.fetch([uid], ["RFC822"])[uid][b"RFC822"], policy=default)
+                text = next(message.iter_parts()).get_content().replace("\r\n", "\n")
+                for n, line in re.findall(r"Subject: held (\d+)\n.*?\n\s+(approve \S+)", text, re.S):
+                    found[int(n)] = line
+                    digest_id = message["Message-ID"]
+            return (found, digest_id) if len(found) == args.replies else None
+        commands, digest_id = wait(all_commands, 60, "digests of all held posts")
         append_times, latencies = [], []
         for i in range(args.replies):
             raw = (f"From: mod@example.org\r\nTo: moderation@example.org\r\nSubject: Re: held\r\n"

@@ -14,6 +14,7 @@ from .config import Config, ListConfig
 from .digest import Digest, build_digest, digest_due, queue_digest, record_digest
 from .inbox import pending_replies, settle_reply
 from .moderation import expire_held, prepare_reply, process_reply, reply_failed
+from .posts import prune_notice_log
 from .store import GroupWriter, StoreError
 from .supervise import QuietLog
 
@@ -47,7 +48,10 @@ class ModerationWorker:
 
     async def once(self) -> list[Digest]:
         now = time.time()
-        expired = await self._write(lambda conn: expire_held(conn, self.secret, self.config, now))
+        def housekeeping(conn) -> int:
+            prune_notice_log(conn, now)
+            return expire_held(conn, self.secret, self.config, now)
+        expired = await self._write(housekeeping)
         if expired:
             log.info("%d held post(s) expired", expired)
             self.wake_outbox()

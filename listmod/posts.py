@@ -166,6 +166,11 @@ def may_notify(conn: sqlite3.Connection, recipient: str, at: float, per_hour: in
     return True
 
 
+def prune_notice_log(conn: sqlite3.Connection, at: float) -> None:
+    """Forget notices older than the hour the limits look at."""
+    conn.execute("DELETE FROM notice_log WHERE at < ?", (at - 3600,))
+
+
 class PostNotFound(Exception):
     pass
 
