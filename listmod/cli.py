@@ -12,7 +12,7 @@ from typing import Any
 from . import audit as audit_trail
 from .config import Config, load_config, normalize_address
 from .message import printable
-from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts
+from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts, is_escalated
 from .rules import load_rules
 from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
@@ -100,12 +100,13 @@ def cmd_queue(args: argparse.Namespace, config: Config) -> int:
     list_address = _list(config, args.list).address if args.list else None
     held = held_posts(conn, list_address)
     for p in held:
+        escalated = is_escalated(conn, p.id)
         if args.json:
             _print_json({"id": p.label, "list": p.list, "sender": p.sender, "subject": p.subject,
                          "rule": p.rule, "source": p.source, "reason": p.reason,
-                         "held_at": p.created_at, "message_id": p.message_id})
+                         "held_at": p.created_at, "message_id": p.message_id, "escalated": escalated})
         else:  # printable(): a subject stored by an older version may still hold terminal escapes
-            print(f"{p.label}  {_when(p.created_at)}  {p.list}  {p.sender or '<>'}  "
+            print(f"{p.label}{'  ESCALATED' if escalated else ''}  {_when(p.created_at)}  {p.list}  {p.sender or '<>'}  "
                   f"{printable(p.subject) or '(no subject)'}\n      held by {p.rule} ({p.source}): "
                   f"{printable(p.reason)}")
     if not args.json:

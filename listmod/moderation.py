@@ -14,7 +14,16 @@ from .context import dkim_pass_domains
 from .digest import verify_digest_id
 from .message import Post, parse
 from .notices import new_notice, not_a_moderator_notice
-from .posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, enqueue_notice, find_post, may_notify
+from .posts import (
+    AlreadyDecided,
+    PostNotFound,
+    PostRecord,
+    decide_held,
+    enqueue_notice,
+    find_post,
+    is_escalated,
+    may_notify,
+)
 from .replies import COMMANDS, CommandLine, commands_in
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -142,6 +151,11 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
             for post_ids in digests.values():
                 for pid in post_ids:
                     post = find_post(conn, str(pid))
+                    if post.state == "held" and is_escalated(conn, post.id):
+                        receipt.results.append(Result(cmd.line, False, f"{post.short_id} is escalated (a legal "
+                                                      "hold): decide it on a line of its own that names it",
+                                                      post.list))
+                        continue
                     _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True,
                                quiet_if_decided=True)
             continue
@@ -348,11 +362,12 @@ def reply_failed(conn: sqlite3.Connection, secret: bytes, raw: bytes, list_addre
 
 
 def expire_held(conn: sqlite3.Connection, secret: bytes, config: Config, at: float) -> int:
-    """Posts held longer than their list's expire_after get its expire_action."""
+    """Posts held longer than their list's expire_after get its expire_action. An escalated post
+    is a legal hold: it never expires (into delivery or anywhere else); the digests keep showing it."""
     expired = 0
     for mlist in config.lists:
-        rows = conn.execute("SELECT id FROM posts WHERE list = ? AND state = 'held' AND created_at < ?",
-                            (mlist.address, at - mlist.expire_after)).fetchall()
+        rows = conn.execute("SELECT id FROM posts WHERE list = ? AND state = 'held' AND created_at < ? "
+                            "AND COALESCE(escalated, 0) = 0", (mlist.address, at - mlist.expire_after)).fetchall()
         for (pid,) in rows:
             post = find_post(conn, str(pid))
             action = mlist.expire_action if mlist.expire_action != "hold" else "reject"

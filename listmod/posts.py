@@ -195,6 +195,12 @@ def find_post(conn: sqlite3.Connection, ident: str) -> PostRecord:
     return PostRecord(*row)
 
 
+def is_escalated(conn: sqlite3.Connection, post_id: int) -> bool:
+    """Escalated (a legal hold): it never expires and is never decided by `approve all`."""
+    row = conn.execute("SELECT COALESCE(escalated, 0) FROM posts WHERE id = ?", (post_id,)).fetchone()
+    return bool(row and row[0])
+
+
 def held_posts(conn: sqlite3.Connection, list_address: str | None = None) -> list[PostRecord]:
     sql = f"SELECT {_POST_COLUMNS} FROM posts WHERE state = 'held'"
     args: tuple = ()
