@@ -23,6 +23,12 @@ class CommandError(Exception):
 
 
 def _open_store(config: Config) -> Store:
+    if config.path is None and not config.database_path.exists():
+        # the embedded defaults in a directory where listmod never ran: creating an empty store
+        # here would answer "0 held posts" about the wrong place
+        raise CommandError(f"no listmod.toml found (looked at --config, ./listmod.toml and $LISTMOD_CONFIG) "
+                           f"and no store at {config.database_path} (the one `listmod serve` makes without a "
+                           "config); run this where listmod runs, or give --config PATH")
     private_state_dir(config.server.state_dir)
     secret = load_or_create_secret(config.server.state_dir)
     return Store(config.database_path, secret, timeout=config.server.commit_timeout)

@@ -18,7 +18,14 @@ from .notices import rules_refused_notice
 from .posts import enqueue_notice
 from .rulebook import RuleBook
 from .rules import RuleSet
-from .store import GroupWriter, StartupError, Store, load_or_create_secret, private_state_dir
+from .store import (
+    GroupWriter,
+    StartupError,
+    Store,
+    hold_serve_lock,
+    load_or_create_secret,
+    private_state_dir,
+)
 from .supervise import supervised
 from .tomlfile import ConfigError
 
@@ -93,6 +100,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         except (NotImplementedError, RuntimeError):
             pass
     private_state_dir(config.server.state_dir)
+    lock = hold_serve_lock(config.server.state_dir)  # noqa: F841  (held until the process ends)
     secret = load_or_create_secret(config.server.state_dir)
     store = Store(config.database_path, secret, timeout=config.server.commit_timeout, check=True)
     demo = seed_demo_members(store, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import os
 import queue
 import secrets
@@ -40,6 +41,22 @@ def private_state_dir(state_dir: Path) -> None:
         st = path.lstat()
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and path.name != "secret.key":
             path.chmod(0o600)
+
+
+def hold_serve_lock(state_dir: Path) -> int:
+    """One `listmod serve` per store: an exclusive lock on state_dir/serve.lock, held (by the
+    returned descriptor) for the life of the process; the kernel drops it even after kill -9."""
+    fd = os.open(state_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(f"another `listmod serve` (pid {holder}) already uses {state_dir}; stop it first, "
+                           "or give this one a state_dir of its own") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def load_or_create_secret(state_dir: Path) -> bytes:
