@@ -32,6 +32,7 @@ from .posts import article_failed, enqueue_notice, find_post
 from .rawmail import crlf_lines, split_message
 from .store import GroupWriter, Store, StoreError, immediate
 from .supervise import QuietLog
+from .tomlfile import format_duration
 
 log = logging.getLogger("listmod.delivery")
 
@@ -356,7 +357,7 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
         waited = at - c.created_at
         if outcome.result == "failed" or waited > give_up or (outcome.result == "refused" and waited > refused_for):
             detail = outcome.detail if outcome.result == "failed" else \
-                f"gave up after {c.attempts + 1} attempts over {_span(waited)}; last answer: {outcome.detail}"
+                f"gave up after {c.attempts + 1} attempts over {format_duration(waited)}; last answer: {outcome.detail}"
             conn.execute("UPDATE outbox SET state = 'failed', done_at = ?, last_error = ?, "
                          "attempts = attempts + 1 WHERE id = ?", (at, detail, c.id))
             if c.kind == "article" and c.post is not None:
@@ -372,13 +373,6 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
                      "attempts = attempts + 1 WHERE id = ?", (at + delay, outcome.detail, c.id))
     for post_id, failed in undelivered.items():
         copies_failed(conn, secret, config, post_id, failed, at)
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def copies_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_id: int,

@@ -21,6 +21,7 @@ from .config import ListConfig
 from .posts import PostRecord, enqueue_notice, held_posts
 from .rawmail import crlf_lines
 from .store import insert
+from .tomlfile import format_duration
 
 
 def digest_mac(secret: bytes, list_address: str, core: str) -> str:
@@ -40,13 +41,6 @@ def verify_digest_id(secret: bytes, mlist_address: str, message_id: str) -> bool
         return False
     core, _, mac = inner[len("digest."):].rpartition(".")
     return bool(core) and hmac.compare_digest(mac.encode("utf-8"), digest_mac(secret, mlist_address, core).encode())
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
         return tokens.command_id(post.short_id or "", tokens.post_token(secret, mlist.address, post.id,
                                                                         post.short_id or ""))
     oldest = max(at - p.created_at for p in held)
-    lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {_age(oldest)}).", ""]
+    lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {format_duration(oldest)}).", ""]
     if decided:
         lines += ["Decided since the last digest: " + "; ".join(decided), ""]
     for n, item in enumerate(shown, start=1):
@@ -133,12 +127,12 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
         if item.escalated:
             flags.append("ESCALATED")
         if at - post.created_at > mlist.remind_after:
-            flags.append(f"REMINDER: waiting for {_age(at - post.created_at)}")
+            flags.append(f"REMINDER: waiting for {format_duration(at - post.created_at)}")
         if not item.attach:
             flags.append(f"{item.size:,} bytes: too large to attach; `listmod queue` shows it")
         elif not item.parsed:
             flags.append("could not be parsed: attached as raw bytes")
-        lines.append(f"[{n}] {post.short_id}  held {_age(at - post.created_at)}  from {post.sender or '<>'}"
+        lines.append(f"[{n}] {post.short_id}  held {format_duration(at - post.created_at)}  from {post.sender or '<>'}"
                      + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append(f"    Subject: {post.subject or '(no subject)'}")
         lines.append(f"    Held by {post.rule} ({post.source}): {post.reason}")
@@ -151,9 +145,9 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
             "SELECT id FROM posts WHERE list = ? AND state = 'held' AND escalated = 1", (mlist.address,))}
         for post in older:
             flags = [f for f, on in (("ESCALATED", post.id in escalated),
-                                     (f"REMINDER: waiting for {_age(at - post.created_at)}",
+                                     (f"REMINDER: waiting for {format_duration(at - post.created_at)}",
                                       at - post.created_at > mlist.remind_after)) if on]
-            lines.append(f"  {command(post)}  held {_age(at - post.created_at)}  {post.sender or '<>'}  "
+            lines.append(f"  {command(post)}  held {format_duration(at - post.created_at)}  {post.sender or '<>'}  "
                          f"{textwrap.shorten(post.subject or '(no subject)', 50, placeholder='...')}  "
                          f"({post.rule})" + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append("")

@@ -133,6 +133,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def format_duration(seconds: float) -> str:
+    """A span as people read it in digests and notices: the largest whole unit, "3h", "2d", "45s"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def parse_duration(value: Any) -> float:
     """'30s', '5m', '1h', '2d', '250ms' or a number of seconds -> seconds."""
     if isinstance(value, bool):
