@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from .config import Config, load_config, normalize_address
 from .message import printable
 from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts, is_escalated
 from .rules import load_rules
+from .standing import Level, add_member, remove_member, set_standing
 from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
 
@@ -32,6 +36,13 @@ def _open_store(config: Config) -> Store:
     private_state_dir(config.server.state_dir)
     secret = load_or_create_secret(config.server.state_dir)
     return Store(config.database_path, secret, timeout=config.server.commit_timeout)
+
+
+def _duration(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise CommandError(f"{option} {text!r}: {err}") from None
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -53,7 +64,34 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     where = config.path or "embedded defaults"
     print(f"ok: {where}: {len(config.lists)} list(s); {len(rules.rules)} rule(s) in "
           f"{len(rules.files)} file(s) under {config.server.rules_dir}; rule set {rules.digest[:12]}")
+    for warning in _dkim_warnings(config):
+        print(f"warning: {warning}")
     return 0
+
+
+def _dkim_warnings(config: Config) -> list[str]:
+    """Lists without require_dkim whose moderators' replies have carried a passing DKIM signature:
+    turning it on costs them nothing and refuses a forged From that comes with a leaked token."""
+    if not config.database_path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{config.database_path}?mode=ro", uri=True)
+    try:
+        warnings = []
+        for mlist in config.lists:
+            if mlist.require_dkim or not mlist.moderators:
+                continue
+            signed = conn.execute(
+                f"SELECT COUNT(*) FROM replies WHERE dkim_pass = 1 AND sender IN ({', '.join('?' * len(mlist.moderators))})",
+                list(mlist.moderators)).fetchone()[0]
+            if signed:
+                warnings.append(f"{mlist.address}: require_dkim is off, but {signed} of its moderators' replies "
+                                f"carried a passing DKIM signature (Authentication-Results of {config.server.authserv_id}); "
+                                "set require_dkim = true so that a forged From with a leaked token is refused")
+        return warnings
+    except sqlite3.Error:
+        return []  # an older store without the column: nothing known yet
+    finally:
+        conn.close()
 
 
 def _list(config: Config, address: str):
@@ -90,12 +128,11 @@ def cmd_members(args: argparse.Namespace, config: Config) -> int:
     with store.transaction() as conn:
         for address in addresses:
             if args.action == "add":
-                changed = conn.execute("INSERT OR IGNORE INTO members (list, address, added_at) "
-                                       "VALUES (?, ?, ?)", (mlist.address, address, time.time())).rowcount
+                changed = add_member(conn, store.secret, mlist.address, address, actor=_admin(), reason=args.reason or "")
                 print(f"{'added' if changed else 'already a member:'} {address}")
             else:
-                changed = conn.execute("DELETE FROM members WHERE list = ? AND address = ?",
-                                       (mlist.address, address)).rowcount
+                changed = remove_member(conn, store.secret, mlist.address, address, actor=_admin(),
+                                        reason=args.reason or "")
                 print(f"{'removed' if changed else 'not a member:'} {address}")
     return 0
 
@@ -120,12 +157,22 @@ def cmd_queue(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _decide(args: argparse.Namespace, config: Config, action: str, reason: str) -> int:
+def _admin() -> str:
+    """The actor of a command-line act: admin:USER (the login name, kept as a pseudonym in the chain)."""
+    try:
+        return f"admin:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"admin:uid{os.geteuid()}"
+
+
+def _decide(args: argparse.Namespace, config: Config, action: str, reason: str,
+            template: str = audit_trail.FREE_TEXT) -> int:
     store = _open_store(config)
     try:
         with store.transaction() as conn:
             record = find_post(conn, args.id)
-            done = decide_held(conn, store.secret, config, record, action, reason, actor="admin")
+            done = decide_held(conn, store.secret, config, record, action, reason, actor=_admin(),
+                               template=template)
     except (PostNotFound, AlreadyDecided) as err:
         raise CommandError(str(err)) from None
     follow = {"accepted": "it will be delivered to the list now",
@@ -136,7 +183,8 @@ def _decide(args: argparse.Namespace, config: Config, action: str, reason: str) 
 
 
 def cmd_approve(args: argparse.Namespace, config: Config) -> int:
-    return _decide(args, config, "accept", args.reason or "Approved by the list admin.")
+    return _decide(args, config, "accept", args.reason or "Approved by the list admin.",
+                   audit_trail.FREE_TEXT if args.reason else "Approved by the list admin.")
 
 
 def cmd_reject(args: argparse.Namespace, config: Config) -> int:
@@ -150,31 +198,49 @@ def cmd_discard(args: argparse.Namespace, config: Config) -> int:
 def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     store = _open_store(config)
     conn = store.connect()
+    if args.action == "head":
+        seq, digest = audit_trail.head(conn)
+        if args.json:
+            _print_json({"seq": seq, "hash": digest})
+        else:
+            print(f"{seq} {digest}")
+        return 0
     if args.action == "verify":
         try:
             check_integrity(conn, store.path)
+            anchors = tuple(audit_trail.parse_anchor(a) for a in args.anchor or ())
         except StartupError as err:
             raise CommandError(str(err)) from None
-        result = audit_trail.verify(conn)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        result = audit_trail.verify(conn, store.secret, anchors)
         if args.json:
-            _print_json({"ok": result.ok, "records": result.records, "problems": list(result.problems)})
+            _print_json({"ok": result.ok, "records": result.records, "problems": list(result.problems),
+                         "erased": result.erased, "head": {"seq": result.head[0], "hash": result.head[1]},
+                         "sealed": result.sealed})
         elif result.ok:
-            print(f"ok: {result.records} audit record(s), chain intact")
+            extra = [f"{result.erased} record(s) with personal text erased"] if result.erased else []
+            extra += [f"{len(anchors)} anchor(s) hold"] if anchors else []
+            extra += [f"records 1-{result.sealed} made before the keyed chain, sealed"] if result.sealed else []
+            print(f"ok: {result.records} audit record(s), chain intact{''.join('; ' + e for e in extra)}; "
+                  f"head {result.head[0]} {result.head[1]}")
         else:
             for problem in result.problems:
                 print(problem)
         if not result.ok:
             raise CommandError(f"the audit chain is broken: {len(result.problems)} problem(s)")
         return 0
-    since = time.time() - parse_duration(args.since) if args.since else None
+    since = time.time() - _duration(args.since, '--since') if args.since else None
     list_address = _list(config, args.list).address if args.list else None
-    for record in audit_trail.read(conn, since=since, list=list_address, limit=args.last):
+    only = audit_trail.Area(args.only) if args.only else None
+    for record in audit_trail.read(conn, since=since, list=list_address, limit=args.last, only=only):
         if args.json:
             _print_json(audit_trail.as_dict(record))
         else:
-            print(f"#{record.seq} {_when(record.time)} {record.list} {record.action:<7} "
+            reason = printable(record.reason) if record.reason or not record.erased else "(erased)"
+            print(f"#{record.seq} {_when(record.time)} {record.list or '-'} {record.action:<7} "
                   f"{record.sender or '<>'} {record.message_id or '-'}\n"
-                  f"      by {record.actor}, rule {record.rule or '-'} ({record.source}): {record.reason}")
+                  f"      by {record.actor}, rule {record.rule or '-'} ({record.source}): {reason}")
     return 0
 
 
@@ -207,16 +273,15 @@ def cmd_outbox(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_trust(args: argparse.Namespace, config: Config) -> int:
     mlist = _list(config, args.list)
+    if not args.reason.strip():
+        raise CommandError("say why with --reason: it goes into the audit trail")
     store = _open_store(config)
     addresses = _addresses(args.addresses)
     with store.transaction() as conn:
         for address in addresses:
-            if args.level == "none":
-                conn.execute("DELETE FROM standing WHERE list = ? AND address = ?", (mlist.address, address))
-            else:
-                conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) "
-                             "VALUES (?, ?, ?, 'admin', ?)", (mlist.address, address, args.level, time.time()))
-            print(f"{address}: {args.level} on {mlist.address}")
+            changed = set_standing(conn, store.secret, mlist.address, address, Level(args.level), actor=_admin(),
+                                   reason=args.reason.strip())
+            print(f"{address}: {args.level} on {mlist.address}{'' if changed else ' (already)'}")
     return 0
 
 
@@ -244,7 +309,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     rules = load_rules(Path(args.rules))
     store = _open_store(config)
     conn = store.connect()
-    since = time.time() - parse_duration(args.since) if args.since else None
+    since = time.time() - _duration(args.since, '--since') if args.since else None
     list_address = _list(config, args.list).address if args.list else None
     result = replay(conn, config, rules, since=since, list_address=list_address)
     for c in result.changes:
@@ -290,6 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("list", help="the list's address")
     p.add_argument("addresses", nargs="*", metavar="ADDR")
+    p.add_argument("--reason", help="why; recorded in the audit trail")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("queue", cmd_queue, "show the held posts")
     p.add_argument("--list", help="only this list")
@@ -310,7 +376,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("trust", cmd_trust, "set a sender's standing on a list (the sender.trust field)")
     p.add_argument("list", help="the list's address")
     p.add_argument("addresses", nargs="+", metavar="ADDR")
-    p.add_argument("--level", choices=["trusted", "banned", "none"], default="trusted")
+    p.add_argument("--level", choices=[level.value for level in Level], default="trusted")
+    p.add_argument("--reason", required=True, help="why (required): it goes into the audit trail")
     p = add("explain", cmd_explain, "show every rule considered for a message and the decision; "
                                     "changes nothing")
     p.add_argument("message", help="the message file (.eml), or - for standard input")
@@ -324,8 +391,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="only posts newer than this, e.g. 30d")
     p.add_argument("--list", help="only this list")
     p.add_argument("--json", action="store_true", help="one JSON object per changed post, then a summary")
-    p = add("audit", cmd_audit, "show the audit trail, or `audit verify` the hash chain")
-    p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    p = add("audit", cmd_audit, "show the audit trail; `audit verify` the chain; `audit head` prints its head")
+    p.add_argument("action", nargs="?", choices=["show", "verify", "head"], default="show")
+    p.add_argument("--anchor", action="append", metavar="SEQ:HASH",
+                   help="with verify: a head taken from a digest's or receipt's Audit-Head header; the "
+                        "chain must still hold it (repeatable)")
+    p.add_argument("--only", choices=[a.value for a in audit_trail.Area],
+                   help="only records about posts, people (members, standing), config or the trail itself")
     p.add_argument("--since", help="only records newer than this, e.g. 1h, 7d")
     p.add_argument("--list", help="only this list")
     p.add_argument("--last", type=int, help="only the last N records")

@@ -13,11 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from .config import DEMO_MEMBERS, Config
 from .delivery import Outbox
 from .intake import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
+from .loads import record_config, record_rules
 from .moderator_mail import ModerationWorker
 from .notices import rules_refused_notice
 from .posts import enqueue_notice
 from .rulebook import RuleBook
 from .rules import RuleSet
+from .standing import add_member
 from .store import (
     GroupWriter,
     StartupError,
@@ -42,9 +44,9 @@ def seed_demo_members(store: Store, config: Config) -> list[str]:
             if conn.execute("SELECT 1 FROM members WHERE list = ?", (mlist.address,)).fetchone():
                 continue
             for address in DEMO_MEMBERS:
-                conn.execute("INSERT INTO members (list, address, added_at) VALUES (?, ?, ?)",
-                             (mlist.address, address, time.time()))
-                added.append(address)
+                if add_member(conn, store.secret, mlist.address, address, actor="listmod",
+                              reason="The demo roster of the embedded defaults.", source="embedded defaults"):
+                    added.append(address)
     return added
 
 
@@ -103,6 +105,14 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     lock = hold_serve_lock(config.server.state_dir)  # noqa: F841  (held until the process ends)
     secret = load_or_create_secret(config.server.state_dir)
     store = Store(config.database_path, secret, timeout=config.server.commit_timeout, check=True)
+    if store.sealed is not None:
+        seq, head, problems = store.sealed
+        (log.error if problems else log.info)(
+            "the store was upgraded to the keyed audit chain; the old chain (up to record %d, head %s) %s and "
+            "was sealed", seq, head[:16], f"has {len(problems)} problem(s)" if problems else "verified")
+    with store.transaction() as conn:
+        record_config(conn, secret, config)
+        record_rules(conn, secret, rules, str(config.server.rules_dir))
     demo = seed_demo_members(store, config)
     writer = GroupWriter(store)
     writer.start()
@@ -118,7 +128,10 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                         mlist, err.problems, book.current.digest, config.server.hostname), at)
         writer.submit(notify).add_done_callback(lambda f: outbox.wake())
 
-    book = RuleBook(config.server.rules_dir, rules, on_refused=refused)
+    def swapped(new: RuleSet) -> None:
+        writer.submit(lambda conn: record_rules(conn, secret, new, str(config.server.rules_dir)))
+
+    book = RuleBook(config.server.rules_dir, rules, on_refused=refused, on_swapped=swapped)
     limits = ClientLimits(config.server)  # shared by SMTP and LMTP: one machine, one budget
     judges = ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
 

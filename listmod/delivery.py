@@ -388,6 +388,7 @@ def copies_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_
     audit.append(conn, secret, list=mlist.address, post=record.id, message_id=record.message_id,
                  sha256=sha, sender=record.sender, action="undelivered",
                  reason=f"{len(failed)} cop{'y' if len(failed) == 1 else 'ies'} not delivered: {detail}",
+                 template="copies not delivered: {the receiving server's answer}",
                  rule="", source="outbound", actor="delivery", at=at)
     for staff in ([mlist.owner] if mlist.owner else list(mlist.moderators)):
         enqueue_notice(conn, record.id, mlist, staff, undelivered_notice(

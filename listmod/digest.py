@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 
-from . import tokens
+from . import audit, tokens
 from .config import ListConfig
 from .posts import PostRecord, enqueue_notice, held_posts
 from .rawmail import crlf_lines
@@ -113,6 +113,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     last = conn.execute("SELECT MAX(sent_at) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
     decided = decided_since(conn, mlist, last or 0.0)
     message_id = digest_message_id(secret, mlist, at, hostname)
+    all_token = tokens.digest_token(secret, mlist.address, message_id)
 
     def command(post: PostRecord) -> str:
         return tokens.command_id(post.short_id or "", tokens.post_token(secret, mlist.address, post.id,
@@ -158,17 +159,18 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
               "  approve ID   reject ID reason   discard ID   defer ID (leave it held)",
               "  trust ID (approve; this sender posts without review from now on)",
               "  ban ID (reject; later posts from this sender are rejected)",
-              "  approve all   reject all reason   (every post in this digest)", ""]
+              f"  approve all {all_token}   reject all {all_token} reason   (every post in this digest;"
+              " the token is this digest's)", ""]
     attached = [i for i in shown if i.attach]
     raws = dict(conn.execute(
         f"SELECT p.id, m.raw FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN "
         f"({','.join('?' * len(attached))})", [i.post.id for i in attached])) if attached else {}
-    data = _assemble(mlist, message_id, at, len(held), "\n".join(lines),
+    data = _assemble(mlist, message_id, at, len(held), "\n".join(lines), audit.head_header(conn),
                      [(i.post, raws.get(i.post.id, b""), i.parsed) for i in attached])
     return Digest(mlist.address, message_id, tuple([i.post for i in shown] + older), data, deferred)
 
 
-def _assemble(mlist: ListConfig, message_id: str, at: float, count: int, summary: str,
+def _assemble(mlist: ListConfig, message_id: str, at: float, count: int, summary: str, audit_head: str,
               attachments: list[tuple[PostRecord, bytes, bool]]) -> bytes:
     """The multipart/digest written out by hand: each held post goes in as its stored bytes
     (message/rfc822), or as an opaque file when it could not be parsed, never re-serialised."""
@@ -184,6 +186,7 @@ def _assemble(mlist: ListConfig, message_id: str, at: float, count: int, summary
     head["Message-ID"] = message_id
     head["Auto-Submitted"] = "auto-generated"
     head["X-Loop"] = mlist.address
+    head["Audit-Head"] = audit_head  # a witness of the audit chain, kept in the moderators' mailboxes
     # no folding under 998 characters: a Message-ID folded onto a continuation line is legal, but
     # some clients then fail to thread the replies under it
     out = [head.as_bytes(policy=compat32.clone(linesep="\r\n", max_line_length=998)).rstrip(b"\r\n"),

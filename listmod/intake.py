@@ -165,10 +165,13 @@ def _reply(code: str, status: str, text: str) -> str:
     return "\r\n".join(head + [f"{code} {status} {lines[-1]}"])
 
 
+BOUNCE_REPORT = ("A message to the list's bounce address is a delivery report; it is recorded, never "
+                 "distributed.")
+
+
 def bounce_report_decision(ruleset: RuleSet) -> Decision:
-    return Decision("discard", "A message to the list's bounce address is a delivery report; it is "
-                    "recorded, never distributed.", "bounce", "builtin", "rules",
-                    "sent to the bounce address", ruleset.digest)
+    return Decision("discard", BOUNCE_REPORT, "bounce", "builtin", "rules", "sent to the bounce address",
+                    ruleset.digest, template=BOUNCE_REPORT)
 
 
 class DataTooLarge(Exception):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from . import audit, tokens
 from .config import Config, ListConfig
 from .context import dkim_pass_domains
-from .digest import verify_digest_id
 from .message import Post, parse
 from .notices import new_notice, not_a_moderator_notice
 from .posts import (
@@ -25,6 +24,7 @@ from .posts import (
     may_notify,
 )
 from .replies import COMMANDS, CommandLine, commands_in
+from .standing import Level, set_standing
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 VERB_ACTION = {"approve": "accept", "trust": "accept", "reject": "reject", "ban": "reject",
@@ -65,7 +65,8 @@ def _refuse(conn: sqlite3.Connection, secret: bytes, receipt: Receipt, cmd: Comm
         receipt.lists.add(post.list)
     audit.append(conn, secret, list=post.list if post else "", post=post.id if post else None,
                  message_id=post.message_id if post else "", sha256="", sender=receipt.moderator,
-                 action="refused", reason=f"{_shown(cmd.line)}: {why}", rule="",
+                 action="refused", reason=f"{_shown(cmd.line)}: {why}",
+                 template=f"a {cmd.verb or 'command'} line was refused: {{the line and why}}", rule="",
                  source="mail command", actor=f"moderator:{receipt.moderator}", at=at)
 
 
@@ -110,7 +111,8 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                      message_id=reply.message_id, sha256="", sender=moderator, action="refused",
                      reason=f"a reply with {len(commands) + skipped} command line(s) from an address that "
                             "is not a moderator; nothing was applied",
-                     rule="", source="mail command", actor="unverified sender", at=at)
+                     template="a reply from an address that is not a moderator; nothing was applied",
+                     rule="", source="mail command", actor=f"unverified:{moderator}", at=at)
         return receipt
     receipt.poster_only = bool(commands) and all(c.verb == "withdraw" for c in commands)
     if reply.message_id:
@@ -122,8 +124,9 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                 _refuse(conn, secret, receipt, cmd, f"this reply ({reply.message_id}) was already "
                         f"processed at {when}; a reply is applied once", None, at)
             return receipt
-        conn.execute("INSERT INTO replies (message_id, sender, received_at, summary) VALUES (?, ?, ?, ?)",
-                     (reply.message_id, moderator, at, f"{len(commands)} command(s)"))
+        dkim_pass = moderator.rsplit("@", 1)[-1] in receipt.dkim_domains
+        conn.execute("INSERT INTO replies (message_id, sender, received_at, summary, dkim_pass) VALUES (?, ?, ?, ?, ?)",
+                     (reply.message_id, moderator, at, f"{len(commands)} command(s)", int(dkim_pass)))
     if not commands:
         receipt.results.append(Result("(no command found)", False,
                                       "no command was found above the quoted text; write e.g. "
@@ -134,7 +137,6 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                                       f"not read: a reply may carry at most {limit} commands "
                                       "(max_commands_per_reply); send the rest in another reply"))
     references = set(_MSGID.findall(" ".join(reply.header("in-reply-to") + reply.header("references"))))
-    digests = _referenced_digests(conn, secret, references, config)
     for cmd in commands:
         if not cmd.known:
             receipt.results.append(Result(cmd.line, False, f"'{cmd.verb}' is not a command; commands "
@@ -144,12 +146,14 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
             _withdraw(conn, secret, config, receipt, cmd, references, at)
             continue
         if cmd.target == "all":
-            if not digests:
-                _refuse(conn, secret, receipt, cmd, "'all' needs a reply to a digest (the reply does "
-                        "not refer to one of ours)", None, at)
+            found = _digest_for_token(conn, secret, cmd.digest_token, config) if cmd.digest_token else None
+            if found is None:
+                _refuse(conn, secret, receipt, cmd, "'all' needs the token of a digest younger than "
+                        "expire_after, written on the line as the digest prints it ('approve all TOKEN'); "
+                        "being a reply to a digest is not enough", None, at)
                 continue
-            for post_ids in digests.values():
-                for pid in post_ids:
+            for post_ids in (found[1],):
+                for pid in sorted(post_ids):
                     post = find_post(conn, str(pid))
                     if post.state == "held" and is_escalated(conn, post.id):
                         receipt.results.append(Result(cmd.line, False, f"{post.short_id} is escalated (a legal "
@@ -176,11 +180,9 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                         "line from the digest as it is)", post, at)
                 continue
         else:
-            token_ok = post.id in digests.get(post.list, set())
-            if not token_ok:
-                _refuse(conn, secret, receipt, cmd, "the command carries no token and the reply does "
-                        "not answer a digest that lists this post", post, at)
-                continue
+            _refuse(conn, secret, receipt, cmd, "the id carries no token: copy the line from the digest as "
+                    f"it is ('{cmd.verb} {post.short_id}-TOKEN'), or use 'approve all TOKEN'", post, at)
+            continue
         _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True)
     return receipt
 
@@ -202,13 +204,13 @@ def _withdraw(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: 
         if post.sender != receipt.moderator:
             _refuse(conn, secret, receipt, cmd, "only the poster can withdraw a post", post, at)
             return
-        if post.state != "held":
-            who = post.actor.split(":", 1)[1] if ":" in post.actor else post.actor
-            receipt.results.append(Result(cmd.line, False, f"the post was already {post.state} by {who}; "
+        if post.state != "held":  # the poster is not told which moderator decided
+            receipt.results.append(Result(cmd.line, False, f"the post was already {post.state}; "
                                           "it can no longer be withdrawn", post.list))
             return
         decide_held(conn, secret, config, post, "discard", "Withdrawn by the poster.",
-                    f"poster:{receipt.moderator}", at, source="mail command: withdraw")
+                    f"poster:{receipt.moderator}", at, source="mail command: withdraw",
+                    template="Withdrawn by the poster.")
         receipt.results.append(Result(cmd.line, True, f"{post.short_id} withdrawn; it will not be "
                                       "distributed", post.list))
         return
@@ -216,19 +218,21 @@ def _withdraw(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: 
             "post is held", None, at)
 
 
-def _referenced_digests(conn: sqlite3.Connection, secret: bytes, references: set[str],
-                        config: Config) -> dict[str, set[int]]:
-    found: dict[str, set[int]] = {}
-    for message_id in references:
-        row = conn.execute("SELECT id, list, sent_at FROM digests WHERE message_id = ?", (message_id,)).fetchone()
-        if row is None or not verify_digest_id(secret, row[1], message_id):
+def _digest_for_token(conn: sqlite3.Connection, secret: bytes, token: str, config: Config) -> tuple[str, set[int]] | None:
+    """(list, the posts it lists) of the digest whose token this is, when it is younger than its
+    list's expire_after; None otherwise (an expired digest authorises nothing)."""
+    now = time.time()
+    oldest = now - max((m.expire_after for m in config.lists), default=0.0)
+    for digest_id, list_address, message_id, sent_at in conn.execute(
+            "SELECT id, list, message_id, sent_at FROM digests WHERE sent_at >= ? ORDER BY id DESC", (oldest,)):
+        if not tokens.check(tokens.digest_token(secret, list_address, message_id), token):
             continue
-        mlist = config.list_for(row[1])
-        if mlist is None or time.time() - row[2] > mlist.expire_after:
-            continue  # an expired digest authorises nothing
-        found.setdefault(row[1], set()).update(
-            pid for (pid,) in conn.execute("SELECT post FROM digest_items WHERE digest = ?", (row[0],)))
-    return found
+        mlist = config.list_for(list_address)
+        if mlist is None or now - sent_at > mlist.expire_after:
+            return None
+        return list_address, {pid for (pid,) in conn.execute("SELECT post FROM digest_items WHERE digest = ?",
+                                                             (digest_id,))}
+    return None
 
 
 def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
@@ -264,20 +268,22 @@ def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt:
         receipt.results.append(Result(cmd.line, True, f"{post.short_id} stays held", mlist.address))
         return
     action = VERB_ACTION[cmd.verb]
-    reason = cmd.reason or {"accept": f"Approved by a moderator of {mlist.address}.",
-                            "reject": f"A moderator of {mlist.address} did not accept the post.",
-                            "discard": f"Discarded by a moderator of {mlist.address}."}[action]
+    template = audit.FREE_TEXT if cmd.reason else {
+        "accept": "Approved by a moderator of {list}.",
+        "reject": "A moderator of {list} did not accept the post.",
+        "discard": "Discarded by a moderator of {list}."}[action]
+    reason = cmd.reason or template.replace("{list}", mlist.address)
     actor = f"moderator:{receipt.moderator}"
     try:
         done = decide_held(conn, secret, config, post, action, reason, actor, at,
-                           source=f"mail command: {_shown(cmd.line)}")
+                           source=f"mail command: {cmd.verb} {post.short_id}", template=template)
     except AlreadyDecided as err:
         receipt.results.append(Result(cmd.line, False, str(err), mlist.address))
         return
     if cmd.verb in ("trust", "ban") and post.sender:
-        level = "trusted" if cmd.verb == "trust" else "banned"
-        conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) "
-                     "VALUES (?, ?, ?, ?, ?)", (mlist.address, post.sender, level, actor, at))
+        set_standing(conn, secret, mlist.address, post.sender, Level.TRUSTED if cmd.verb == "trust" else Level.BANNED,
+                     actor=actor, reason=f"{cmd.verb} {post.short_id}: {reason}",
+                     source=f"mail command: {cmd.verb} {post.short_id}", at=at)
     what = {"accepted": "approved; it is being delivered", "rejected": "rejected; the poster is told why",
             "discarded": "discarded"}[done.state]
     if cmd.verb == "trust":
@@ -288,7 +294,7 @@ def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt:
 
 
 def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "",
-                    to: str = "") -> bytes:
+                    to: str = "", audit_head: str = "") -> bytes:
     subject = receipt.subject if receipt.subject.lower().startswith("re:") else \
         (f"Re: {receipt.subject}" if receipt.subject else f"[{mlist.address}] moderation receipt")
     if len(subject) > 200:
@@ -298,6 +304,8 @@ def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, referenc
     if receipt.reply_id and references:  # threaded under the digest as well as the reply
         del msg["References"]
         msg["References"] = f"{references} {receipt.reply_id}"
+    if audit_head:  # a witness of the audit chain, kept in the moderators' mailboxes
+        msg["Audit-Head"] = audit_head
     lines = [f"{receipt.moderator or 'Someone'} sent these commands for {mlist.address}:", ""]
     for r in receipt.results:
         if r.list and r.list != mlist.address:
@@ -333,9 +341,10 @@ def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, ra
                            receipt_message(receipt, mlist, hostname, references), at)
             sent += 1
         return sent
+    head = audit.head_header(conn)
     for mlist in lists:
         for rcpt in mlist.moderators:
-            body = receipt_message(receipt, mlist, hostname, references, to=rcpt)
+            body = receipt_message(receipt, mlist, hostname, references, to=rcpt, audit_head=head)
             enqueue_notice(conn, None, mlist, rcpt, body, at)
             sent += 1
     return sent
@@ -357,7 +366,8 @@ def reply_failed(conn: sqlite3.Connection, secret: bytes, raw: bytes, list_addre
     reply = parse(raw, "")
     audit.append(conn, secret, list=list_address, post=None, message_id=reply.message_id, sha256="",
                  sender=reply.from_address, action="reply-failed",
-                 reason=f"the reply could not be applied and was set aside: {why}", rule="",
+                 reason=f"the reply could not be applied and was set aside: {why}",
+                 template="the reply could not be applied and was set aside: {the error}", rule="",
                  source="moderation worker", actor="moderation worker", at=at)
 
 
@@ -371,11 +381,12 @@ def expire_held(conn: sqlite3.Connection, secret: bytes, config: Config, at: flo
         for (pid,) in rows:
             post = find_post(conn, str(pid))
             action = mlist.expire_action if mlist.expire_action != "hold" else "reject"
-            reason = {"reject": f"No moderator of {mlist.address} reviewed the post within "
-                                f"{int(mlist.expire_after // 3600) or 1} hour(s), so it was not distributed.",
-                      "accept": "No moderator objected in time; the post was accepted.",
-                      "discard": "No moderator reviewed the post in time; it was discarded."}[action]
-            decide_held(conn, secret, config, post, action, reason, "expiry", at, source="expire_after")
+            template = {"reject": f"No moderator of {{list}} reviewed the post within "
+                                  f"{int(mlist.expire_after // 3600) or 1} hour(s), so it was not distributed.",
+                        "accept": "No moderator objected in time; the post was accepted.",
+                        "discard": "No moderator reviewed the post in time; it was discarded."}[action]
+            decide_held(conn, secret, config, post, action, template.replace("{list}", mlist.address), "expiry",
+                        at, source="expire_after", template=template)
             expired += 1
     return expired
 

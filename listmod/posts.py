@@ -102,7 +102,7 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
              item.context, post.excerpt if state == "held" else "", int(not post.problems)))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
-                     action=d.action, reason=d.reason, rule=d.rule_id, source=d.source,
+                     action=d.action, reason=d.reason, template=d.template, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == "accepted":
             enqueue_copies(conn, post_id, item.mlist, at)
@@ -212,8 +212,9 @@ def held_posts(conn: sqlite3.Connection, list_address: str | None = None) -> lis
 
 def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record: PostRecord,
                 action: str, reason: str, actor: str, at: float | None = None,
-                source: str = "command line") -> PostRecord:
-    """A person's decision on a held post: update it, audit it, deliver or notify as it requires."""
+                source: str = "command line", template: str = audit.FREE_TEXT) -> PostRecord:
+    """A person's decision on a held post: update it, audit it, deliver or notify as it requires.
+    `template`: the reason before people's data was filled in (FREE_TEXT: the person's own words)."""
     at = time.time() if at is None else at
     current = find_post(conn, str(record.id))
     if current.state != "held":
@@ -227,8 +228,8 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
                  (state, action, "", source, actor, reason, at, current.id))
     sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (current.message,)).fetchone()[0]
     audit.append(conn, secret, list=mlist.address, post=current.id, message_id=current.message_id,
-                 sha256=sha, sender=current.sender, action=action, reason=reason, rule="",
-                 source=source, actor=actor, at=at)
+                 sha256=sha, sender=current.sender, action=action, reason=reason, template=template,
+                 rule="", source=source, actor=actor, at=at)
     if state == "accepted":
         enqueue_copies(conn, current.id, mlist, at)
     elif state == "rejected" and current.sender:
@@ -248,7 +249,8 @@ def article_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post
     sha = conn.execute("SELECT sha256 FROM messages WHERE id = ?", (record.message,)).fetchone()[0]
     reason = f"The approved article was not posted: {detail}"
     audit.append(conn, secret, list=mlist.address, post=record.id, message_id=record.message_id,
-                 sha256=sha, sender=record.sender, action="undelivered", reason=reason, rule="",
+                 sha256=sha, sender=record.sender, action="undelivered", reason=reason,
+                 template="The approved article was not posted: {the news server's answer}", rule="",
                  source="news server", actor="delivery", at=at)
     staff = [mlist.owner] if mlist.owner else list(mlist.moderators)
     for recipient in dict.fromkeys([record.sender, *staff]):

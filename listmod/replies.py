@@ -34,6 +34,7 @@ _HEADER_FOLLOW = re.compile(r"^\s*\*?(sent|date|gesendet|envoyé|enviado|inviato
 _FOOTER = re.compile(r"^\s*(sent from my |sent from mail for |get outlook for |envoyé de mon |"
                      r"von meinem .* gesendet|enviado desde mi )", re.IGNORECASE)
 _SIGNATURE = re.compile(r"^(-- ?|--\s*$|__\s*$)$")
+_DIGEST_TOKEN = re.compile(r"[A-Za-z2-7]{8}")
 _COMMAND = re.compile(r"^\s*(?P<verb>[A-Za-z]+)\b[ \t]*(?P<rest>.*)$")
 
 
@@ -46,6 +47,7 @@ class CommandLine:
     target: str        # "all", an id ("K7Q2" or "K7Q2-TOKEN"), or "" when missing
     reason: str        # the rest of the line (for reject/ban)
     known: bool        # False: answered as "unknown command", never guessed at
+    digest_token: str = ""   # with target "all": the digest's token, as the digest prints it
 
 
 def reply_text(raw: bytes) -> str:
@@ -218,9 +220,13 @@ def parse_commands(lines: list[str]) -> list[CommandLine]:
         verb, rest = m.group("verb").lower(), m.group("rest").strip()
         target, _, reason = rest.partition(" ")
         if verb in COMMANDS:
+            token = ""
             if target.lower() == "all":
                 target = "all"
-            found.append(CommandLine(line, verb, target.strip(".,;:"), reason.strip(), True))
+                first, _, more = reason.strip().partition(" ")
+                if _DIGEST_TOKEN.fullmatch(first.strip(".,;:")):
+                    token, reason = first.strip(".,;:").upper(), more
+            found.append(CommandLine(line, verb, target.strip(".,;:"), reason.strip(), True, token))
         elif difflib.get_close_matches(verb, COMMANDS, n=1, cutoff=0.75) or \
                 (re.fullmatch(ID, target.strip(".,;:")) and any(c.isdigit() for c in target) and len(rest.split()) <= 2):
             found.append(CommandLine(line, verb, target.strip(".,;:"), reason.strip(), False))

@@ -35,8 +35,10 @@ class RuleBook:
     complete set; a reload replaces the reference in one assignment."""
 
     def __init__(self, rules_dir: Path, initial: RuleSet,
-                 on_refused: Callable[[ConfigError], None] = lambda err: None):
+                 on_refused: Callable[[ConfigError], None] = lambda err: None,
+                 on_swapped: Callable[[RuleSet], None] = lambda new: None):
         self.rules_dir = rules_dir
+        self.on_swapped = on_swapped
         self.current = initial
         self.on_refused = on_refused
         self._seen = stamp(rules_dir)
@@ -77,4 +79,5 @@ class RuleBook:
             log.info("rules reloaded: rule set %s (%d rules) replaces %s", new.digest[:12],
                      len(new.rules), self.current.digest[:12])
             self.current = new
+            self.on_swapped(new)
         return True

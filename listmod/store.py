@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,14 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from .audit import seal_legacy
+
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
+# 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
+# chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy)
 KEY_LENGTH = 32
 
 
@@ -32,8 +38,19 @@ class StartupError(Exception):
 
 
 def private_state_dir(state_dir: Path) -> None:
-    """state_dir holds raw mail and the key: made 0700, and everything created in it 0600."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """state_dir holds raw mail and the key: made 0700, and everything created in it 0600.
+    A state_dir that is a file, sits under a file, or is not ours to write is refused in one line."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StartupError(f"state_dir {state_dir} is a file, not a directory; point [server] state_dir at a "
+                           "directory (it is made if missing)")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise StartupError(f"cannot make state_dir {state_dir}: {err.strerror}; point [server] state_dir at a "
+                           "directory this user can create and write") from None
+    if not os.access(state_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"state_dir {state_dir} is not readable and writable by this user (uid "
+                           f"{os.geteuid()}); chown it to the user that runs listmod, or choose another")
     os.umask(0o077)
     if state_dir.stat().st_mode & 0o077:
         state_dir.chmod(0o700)
@@ -130,6 +147,8 @@ def _schema(db: sqlite_utils.Database) -> None:
                          pk="message_id", if_not_exists=True)
     db.table("digests").create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},
                          pk="id", if_not_exists=True)
+    if "dkim_pass" not in db.table("replies").columns_dict:  # 6: did the moderator's domain sign it
+        db.table("replies").add_column("dkim_pass", int)
     db.table("imap_state").create({"folder": str, "uidvalidity": int, "last_uid": int}, pk="folder",
                             if_not_exists=True)
     db.table("inbox").create({
@@ -145,11 +164,18 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
     db.table("people").create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
+    db.table("staff").create({"list": str, "role": str, "address": str}, pk=("list", "role", "address"),
+                             if_not_exists=True)
     db.table("audit").create({
         "seq": int, "time": float, "list": str, "post": int, "message_id": str, "sha256": str,
         "sender": str, "action": str, "reason": str, "rule": str, "source": str, "actor": str,
         "ruleset": str, "evidence": str, "prev_hash": str, "hash": str,
     }, pk="seq", if_not_exists=True)
+    for column in ("template", "reason_mac", "evidence_mac"):
+        if column not in db.table("audit").columns_dict:  # schema 5 and earlier: the bare sha256 chain
+            db.table("audit").add_column(column, str)
+    db.table("audit_seals").create({"seq": int, "head": str, "records": int, "problems": str,
+                                    "sealed_at": float, "mac": str}, pk="seq", if_not_exists=True)
     db.table("posts").create_index(["short_id"], unique=True, if_not_exists=True)
     db.table("posts").create_index(["state", "list"], if_not_exists=True)
     db.table("posts").create_index(["message"], if_not_exists=True)
@@ -161,8 +187,19 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("digests").create_index(["message_id"], unique=True, if_not_exists=True)
     db.table("digest_items").create_index(["post"], if_not_exists=True)
     db.table("digests").create_index(["list", "sent_at"], if_not_exists=True)
+    # Append-only, except that an erasable column may be blanked (forgetting a person)
+    db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+    kept = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in (
+        "seq", "time", "list", "post", "message_id", "sha256", "sender", "action", "template", "rule",
+        "source", "actor", "ruleset", "reason_mac", "evidence_mac", "prev_hash", "hash"))
+    db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_erase_only BEFORE UPDATE ON audit
+                   WHEN {kept} OR (NEW.reason IS NOT OLD.reason AND NEW.reason != '')
+                        OR (NEW.evidence IS NOT OLD.evidence AND NEW.evidence != '')
+                   BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only (only its erasable columns may be blanked)'); END""")
+    db.execute("""CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+                  BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""")
     for verb in ("UPDATE", "DELETE"):
-        db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{verb.lower()} BEFORE {verb} ON audit
+        db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_seals_no_{verb.lower()} BEFORE {verb} ON audit_seals
                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -175,6 +212,7 @@ class Store:
         self.path = path
         self.secret = secret
         self.timeout = timeout
+        self.sealed: tuple[int, str, tuple[str, ...]] | None = None  # set when this open upgraded the chain
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self.connect()
@@ -185,8 +223,14 @@ class Store:
             if check:
                 check_integrity(conn, path)
             with immediate(conn):
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StartupError(f"{path} was made by a newer listmod (schema {version}; this one "
+                                       f"knows {SCHEMA_VERSION}); run that version, or restore a backup")
+                if version < SCHEMA_VERSION:
                     _schema(sqlite_utils.Database(conn))
+                    if version and version < 6:
+                        self.sealed = seal_legacy(conn, secret, time.time())
         finally:
             conn.close()
 

@@ -26,6 +26,12 @@ def poster_token(secret: bytes, list_address: str, post_id: int) -> str:
     return _mac(secret, "withdraw", list_address.lower(), str(post_id))
 
 
+def digest_token(secret: bytes, list_address: str, digest_message_id: str) -> str:
+    """The token of one digest: `approve all TOKEN` acts on the posts that digest lists. It is
+    written on the command line, never taken from In-Reply-To (which forwards and quotes leak)."""
+    return _mac(secret, "digest", list_address.lower(), digest_message_id)
+
+
 def command_id(short_id: str, token: str) -> str:
     return f"{short_id}-{token}"
 

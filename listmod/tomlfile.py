@@ -109,7 +109,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
@@ -129,7 +129,7 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"{value!r} is not a size; write it like 10MB, 512KB or a number of bytes")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)  # ASCII digits only
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -151,6 +151,6 @@ def parse_duration(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         found = _DURATION.match(value)
-        if found:
+        if found and len(found.group(1)) <= 12:  # no astronomical spans (float('9' * 400) is inf)
             return float(found.group(1)) * _DURATION_UNITS[found.group(2) or ""]
     raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 1h or 2d")

@@ -34,15 +34,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition",
+               state: Callable[[], object] | None = None):
+    """Poll until `predicate` is truthy; on timeout, say what was awaited and (`state`) what was seen."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; last seen: {state()!r}" if state else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(0.02)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can tell a failed test at teardown."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())
 
 
 @dataclass
@@ -265,8 +275,9 @@ def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: 
 
 
 @pytest.fixture
-def make_daemon(tmp_path: Path):
-    """Build (and by default start) a daemon; everything it started is stopped afterwards."""
+def make_daemon(tmp_path: Path, request):
+    """Build (and by default start) a daemon; everything it started is stopped afterwards, and when
+    the test failed, the end of each daemon's log is printed (pytest shows it with the failure)."""
     made: list[Daemon] = []
 
     def build(sink: Sink | None = None, *, start: bool = True, members: list[str] = MEMBERS,
@@ -290,6 +301,14 @@ def make_daemon(tmp_path: Path):
     yield build
     for d in made:
         d.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            for d in made:
+                for log in sorted(d.dir.glob("daemon-*.log")):
+                    print(f"\n--- {request.node.name}: {log.name} (its last 4,000 characters) ---\n"
+                          f"{log.read_text(errors='replace')[-4000:]}", file=sys.stderr)
 
 
 def post_bytes(sender: str = "alice@example.org", subject: str = "hello", body: str = "Hi all.",

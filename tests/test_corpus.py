@@ -43,14 +43,14 @@ def test_every_corpus_message_gets_a_decision_and_none_crashes_intake(sink, make
 
     conn = d.db()
     assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == len(CORPUS)
-    decisions = Counter(a for (a,) in conn.execute("SELECT action FROM audit"))
+    decisions = Counter(a for (a,) in conn.execute("SELECT action FROM audit WHERE post IS NOT NULL"))
     assert sum(decisions.values()) == len(CORPUS)
-    assert all(reason for (reason,) in conn.execute("SELECT reason FROM audit"))
+    assert all(reason for (reason,) in conn.execute("SELECT reason FROM audit WHERE post IS NOT NULL"))
     assert d.cli("audit", "verify").returncode == 0
 
     by_name = {}
     for name, (action, rule) in zip([p.name for p in CORPUS], conn.execute(
-            "SELECT action, rule FROM audit ORDER BY seq"), strict=True):
+            "SELECT action, rule FROM audit WHERE post IS NOT NULL ORDER BY seq"), strict=True):
         by_name[name] = (action, rule)
     # what a list admin would expect of some well-known kinds
     assert by_name["203-spamassassin-sample-spam.eml"] == ("discard", "gtube")

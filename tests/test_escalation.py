@@ -4,7 +4,7 @@ passes it by, the queue flags it, and only a decision that names it decides it."
 import time
 
 from conftest import LIST, MEMBERS, post_bytes, wait_until
-from test_moderation import MODERATION, command_for, digests, reply
+from test_moderation import MODERATION, all_command, command_for, digests, reply
 
 THREAT = "I know where you live and you will regret this."
 
@@ -29,7 +29,7 @@ def test_approve_all_passes_an_escalated_post_by_and_a_named_approve_decides_it(
     d = make_daemon(sink, moderators=("mod@example.org",), list_extra='escalation_contact = "legal@example.org"\n')
     d.send("alice@example.org", LIST, post_bytes(body=THREAT, message_id="<threat2@t>"))
     digest = wait_until(lambda: digests(d), 15, "the digest")[-1]
-    d.send("mod@example.org", MODERATION, reply("mod@example.org", "approve all", digest))
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", all_command(digest), digest))
     receipt = wait_until(lambda: [r for rcpt, r in sink.copies() if rcpt == "mod@example.org"
                                   and b"legal hold" in r.content.replace(b"=\r\n", b"")], 15, "the receipt")
     assert receipt and [q["message_id"] for q in d.cli_json("queue")] == ["<threat2@t>"]

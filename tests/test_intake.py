@@ -14,7 +14,9 @@ EXE_POST = (b"From: alice@example.org\r\nTo: dev@example.org\r\nSubject: my tool
 
 
 def count(d, table):
-    return d.db().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    """Rows in a table; for the audit trail, the records about posts (members added are records too)."""
+    where = " WHERE post IS NOT NULL" if table == "audit" else ""
+    return d.db().execute(f"SELECT COUNT(*) FROM {table}{where}").fetchone()[0]
 
 
 def test_reject_rule_answers_550_with_the_rules_reason(sink, make_daemon):
@@ -25,7 +27,7 @@ def test_reject_rule_answers_550_with_the_rules_reason(sink, make_daemon):
     text = refused.value.smtp_error.decode()
     assert text.startswith("5.7.1 Programs and scripts (.exe, .scr, .js, .vbs, ...) are not accepted")
     assert "download page" in text  # the whole reason, over continuation lines
-    record = d.cli_json("audit")[0]
+    record = d.cli_json("audit", "--only", "posts")[0]
     assert (record["action"], record["rule"], record["source"]) == (
         "reject", "executable-attachment", "rules/10-security.toml:4")
     assert d.cli_json("queue") == [] and sink.copies() == []
@@ -85,14 +87,14 @@ def test_lmtp_answers_each_recipient_separately(sink, make_daemon):
     assert first[0] == 250                      # member of dev@: accepted
     assert second[0] == 550 and b"Only members may post to closed@example.org" in second[1]
     wait_until(lambda: len(sink.copies_for("<lmtp@test>")) == len(MEMBERS), what="dev@ delivery")
-    actions = {(r["list"], r["action"]) for r in d.cli_json("audit")}
+    actions = {(r["list"], r["action"]) for r in d.cli_json("audit", "--only", "posts")}
     assert actions == {(LIST, "accept"), ("closed@example.org", "reject")}
 
 
 def test_a_message_to_two_lists_is_judged_for_each(sink, make_daemon):
     d = make_daemon(sink, extra_lists='\n[[list]]\naddress = "users@example.org"\n')
     d.send("alice@example.org", [LIST, "users@example.org"], post_bytes(message_id="<two@test>"))
-    by_list = {r["list"]: r for r in d.cli_json("audit")}
+    by_list = {r["list"]: r for r in d.cli_json("audit", "--only", "posts")}
     assert by_list[LIST]["action"] == "accept"           # alice is a member of dev@
     assert by_list["users@example.org"]["action"] == "hold"  # but not of users@
     assert [q["list"] for q in d.cli_json("queue")] == ["users@example.org"]
@@ -111,7 +113,7 @@ def test_loops_bounces_and_auto_replies_are_recorded_never_distributed(sink, mak
     d.send("alice@example.org", LIST, post_bytes(message_id=f"<after-{name}@test>"))
     wait_until(lambda: len(sink.copies_for(f"<after-{name}@test>")) == len(MEMBERS), what="the next post")
     assert sink.copies_for(f"<{name}@test>") == []
-    record = d.cli_json("audit")[0]
+    record = d.cli_json("audit", "--only", "posts")[0]
     assert (record["action"], record["rule"], record["source"]) == ("discard", rule, "builtin")
     assert record["reason"]
 
@@ -147,7 +149,7 @@ def test_when_the_store_cannot_commit_the_answer_is_451_and_a_retry_succeeds(sin
     assert count(d, "messages") == 0
     d.send("alice@example.org", LIST, post_bytes(message_id="<locked@test>"))  # the sender's retry
     wait_until(lambda: len(sink.copies_for("<locked@test>")) == len(MEMBERS), what="delivery after retry")
-    assert [r["message_id"] for r in d.cli_json("audit")] == ["<locked@test>"]
+    assert [r["message_id"] for r in d.cli_json("audit", "--only", "posts")] == ["<locked@test>"]
 
 
 def test_bad_input_never_stops_the_daemon(sink, make_daemon):
@@ -178,7 +180,7 @@ def test_smtputf8_senders_and_raw_utf8_headers_are_received(sink, make_daemon):
         assert s.has_extn("smtputf8")
         s.sendmail("zoë@exämple.org", [LIST], raw, mail_options=["SMTPUTF8"])
     wait_until(lambda: len(sink.copies_for("<utf8@test>")) == len(MEMBERS) + 1, what="delivery")
-    record = d.cli_json("audit")[0]
+    record = d.cli_json("audit", "--only", "posts")[0]
     assert (record["sender"], record["action"]) == ("zoë@exämple.org", "accept")
     assert d.cli_json("members", "list", LIST)[-1]["address"] == "zoë@exämple.org"
 

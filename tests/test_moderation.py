@@ -33,6 +33,13 @@ def command_for(digest, verb: str, n: int = 1) -> str:
     return lines[n - 1].replace(" <reason for the poster>", "")
 
 
+def all_command(digest, verb: str = "approve") -> str:
+    """'approve all TOKEN' as the digest prints it (the token is the digest's own)."""
+    found = re.search(rf"\b{verb} all ([A-Z2-7]{{8}})\b", summary(digest))
+    assert found, summary(digest)
+    return f"{verb} all {found.group(1)}"
+
+
 def reply(frm: str, text: str, digest=None, message_id: str | None = None, extra: str = "") -> bytes:
     refs = f"In-Reply-To: {digest['Message-ID']}\r\nReferences: {digest['Message-ID']}\r\n" if digest else ""
     mid = message_id or f"<reply-{time.time_ns()}@client.example>"
@@ -82,7 +89,7 @@ def test_an_approve_reply_delivers_and_every_moderator_gets_the_receipt(daemon, 
                                   and m.message["Subject"].startswith("Re: ")], what=f"receipt for {moderator}")
         body = text_of(got[0])
         assert "done:" in body and "approved; it is being delivered" in body
-    last = daemon.cli_json("audit")[-1]
+    last = daemon.cli_json("audit", "--only", "posts")[-1]
     assert (last["action"], last["actor"]) == ("accept", "moderator:mod@example.org")
     assert last["source"].startswith("mail command: approve ")
     assert "QQQQ" not in last["source"]
@@ -115,31 +122,43 @@ def test_bad_replies_change_nothing_and_are_answered_and_audited(sink, make_daem
                                   and expected in " ".join(text_of(m.message).split())],
                          what="a receipt that says why")[0]
     assert "not applied" in text_of(receipt).lower()
-    refused = [r for r in d.cli_json("audit") if r["action"] == "refused"]
+    refused = [r for r in d.cli_json("audit", "--only", "posts") if r["action"] == "refused"]
     assert refused and recorded in refused[-1]["reason"]
     queue = d.cli_json("queue")
     if case == "replayed":
         assert queue == []  # applied once, not twice
-        assert [r["action"] for r in d.cli_json("audit")].count("accept") == 1
+        assert [r["action"] for r in d.cli_json("audit", "--only", "posts")].count("accept") == 1
     else:
         assert len(queue) == 1
 
 
-def test_short_ids_and_approve_all_work_in_a_reply_to_the_digest(sink, make_daemon):
+def test_approve_all_takes_its_authority_from_the_digest_token_on_the_line(sink, make_daemon):
     d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
     first, second = hold(d, "one"), hold(d, "two", sender="other@example.net")
     digest = wait_until(lambda: [g for g in digests(d) if "2 post(s)" in summary(g)], 20,
                         "a digest listing both posts")[-1]
-    d.send("mod2@example.org", MODERATION, reply("mod2@example.org", "approve all", digest))
+    # a reply to the digest (its Message-ID in In-Reply-To, which forwards and quotes leak) with a
+    # bare 'approve all' and a short id without its token: nothing is approved
+    short = command_for(digest, "discard").split()[1].split("-")[0]
+    d.send("mod2@example.org", MODERATION, reply("mod2@example.org", f"approve all\r\ndiscard {short}", digest))
+    receipt = wait_until(lambda: [m.message for r, m in sink.copies() if r == "mod2@example.org"
+                                  and "NOT applied" in text_of(m.message)], what="the receipt")[0]
+    assert "approve all TOKEN" in text_of(receipt) and "carries no token" in text_of(receipt)
+    assert len(d.cli_json("queue")) == 2
+    # the digest's token written on the line (no In-Reply-To at all) approves every post it lists
+    d.send("mod2@example.org", MODERATION, reply("mod2@example.org", all_command(digest)))
     for mid in (first, second):
         wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what=f"delivery of {mid}")
     assert d.cli_json("queue") == []
+    # a token quoted from the digest, not written by the moderator, counts for nothing
     third = hold(d, "three")
-    digest = wait_until(lambda: [g for g in digests(d) if "three" in summary(g)], 20, "a third digest")[-1]
-    short = command_for(digest, "discard").split()[1].split("-")[0]
-    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"discard {short}", digest))
-    wait_until(lambda: d.cli_json("queue") == [], what="the short-id discard")
-    assert sink.copies_for(third) == []
+    later = wait_until(lambda: [g for g in digests(d) if "three" in summary(g)], 20, "a third digest")[-1]
+    quoted = reply("mod@example.org", "thanks", later).replace(
+        b"> approve QQQQ-DECOYDECOY", ("> " + all_command(later)).encode())
+    d.send("mod@example.org", MODERATION, quoted)
+    wait_until(lambda: [m for r, m in sink.copies() if r == "mod@example.org" and "no command" in text_of(m.message)],
+               what="the receipt of the quote-only reply")
+    assert [q["message_id"] for q in d.cli_json("queue")] == [third]
 
 
 def test_the_next_digest_says_what_was_decided_and_by_whom(sink, make_daemon):
@@ -163,7 +182,7 @@ def test_a_poster_can_withdraw_until_a_moderator_decides(sink, make_daemon):
            f"Message-ID: <w1@client>\r\nIn-Reply-To: {notice['Message-ID']}\r\n\r\nwithdraw\r\n").encode()
     d.send("stranger@example.net", MODERATION, raw)
     wait_until(lambda: d.cli_json("queue") == [], what="the withdrawal")
-    last = d.cli_json("audit")[-1]
+    last = d.cli_json("audit", "--only", "posts")[-1]
     assert (last["action"], last["actor"]) == ("discard", "poster:stranger@example.net")
 
 
@@ -173,7 +192,7 @@ def test_reminders_and_expiry_follow_the_configured_times(sink, make_daemon):
     hold(d, sender="stranger@example.net")
     wait_until(lambda: any("REMINDER" in summary(g) for g in digests(d)), 10, "a reminder in a digest")
     wait_until(lambda: d.cli_json("queue") == [], 10, "expiry")
-    last = d.cli_json("audit")[-1]
+    last = d.cli_json("audit", "--only", "posts")[-1]
     assert (last["action"], last["actor"]) == ("reject", "expiry")
     assert "No moderator of dev@example.org reviewed the post" in last["reason"]
     wait_until(lambda: [m for r, m in sink.copies() if r == "stranger@example.net"
@@ -232,8 +251,9 @@ def test_withdraw_after_a_moderator_decided_changes_nothing(sink, make_daemon):
     d.send("stranger@example.net", MODERATION, raw)
     receipt = wait_until(lambda: [m.message for r, m in sink.copies() if r == "stranger@example.net"
                                   and "can no longer be withdrawn" in text_of(m.message)], what="the answer")
-    assert "already accepted by mod@example.org" in text_of(receipt[0])
-    assert [r["action"] for r in d.cli_json("audit")] == ["hold", "accept"]
+    # the poster learns that the post was decided, never which moderator decided it
+    assert "already accepted" in text_of(receipt[0]) and "mod@example.org" not in receipt[0].as_string()
+    assert [r["action"] for r in d.cli_json("audit", "--only", "posts")] == ["hold", "accept"]
 
 
 def test_require_dkim_refuses_replies_without_a_passing_signature(sink, make_daemon):

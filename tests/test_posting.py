@@ -1,5 +1,6 @@
 """Posts through the real daemon to a real sink: accepted, held, approved, rejected."""
 
+import getpass
 import re
 
 from conftest import LIST, MEMBERS, post_bytes, wait_until
@@ -21,7 +22,7 @@ def test_member_post_reaches_every_member_with_list_headers(sink, make_daemon):
         assert msg["Precedence"] == "list"
         assert msg.get_payload().strip() == "Hello everyone."
 
-    records = d.cli_json("audit")
+    records = d.cli_json("audit", "--only", "posts")
     assert [(r["action"], r["actor"], r["message_id"]) for r in records] == [
         ("accept", "default", "<m1@test>")]
     assert records[0]["reason"] == "The sender is a member of dev@example.org and no rule objected."
@@ -47,7 +48,11 @@ def test_nonmember_post_is_held_with_reason_and_shown_in_queue(sink, make_daemon
     assert item["reason"] == "The sender is not a member of dev@example.org; a moderator will review the post."
     assert item["held_at"] > 0 and re.fullmatch(r"[2-9A-Z]{4}", item["id"])
     assert item["id"].encode() in reply
-    assert sink.copies() == []
+    # nothing reaches the members; the moderators may already have their digest (it goes out as soon
+    # as the post is held, so whether it has arrived yet is a race the test must not depend on)
+    wait_until(d.outbox_idle, what="the outbox idle")
+    assert all(rcpt == "mod@example.org" and "await moderation" in received.message["Subject"]
+               for rcpt, received in sink.copies()), sink.copies()
 
 
 def test_approving_a_held_post_delivers_it_and_audits_the_admin(sink, make_daemon):
@@ -59,8 +64,8 @@ def test_approving_a_held_post_delivers_it_and_audits_the_admin(sink, make_daemo
     assert "accepted" in out
     wait_until(lambda: len(sink.copies_for("<q2@test>")) == len(MEMBERS), what="delivery after approval")
     assert d.cli_json("queue") == []
-    last = d.cli_json("audit")[-1]
-    assert (last["action"], last["actor"], last["message_id"]) == ("accept", "admin", "<q2@test>")
+    last = d.cli_json("audit", "--only", "posts")[-1]
+    assert (last["action"], last["actor"], last["message_id"]) == ("accept", f"admin:{getpass.getuser()}", "<q2@test>")
     d.cli("audit", "verify")
 
 
@@ -80,8 +85,8 @@ def test_rejecting_a_held_post_sends_the_poster_the_reason(sink, make_daemon):
     assert "Buy now" in msg["Subject"]
     assert "Off topic: this list is about listmod development." in msg.get_payload(decode=True).decode()
     assert sink.copies_for("<q3@test>") == []  # nothing reached the members
-    last = d.cli_json("audit")[-1]
-    assert (last["action"], last["actor"]) == ("reject", "admin")
+    last = d.cli_json("audit", "--only", "posts")[-1]
+    assert (last["action"], last["actor"]) == ("reject", f"admin:{getpass.getuser()}")
     assert last["reason"] == "Off topic: this list is about listmod development."
 
 
@@ -94,7 +99,7 @@ def test_a_decided_post_cannot_be_decided_again(sink, make_daemon):
     again = d.cli("approve", held["id"], check=False)
     assert again.returncode == 1
     assert "already discarded by admin" in again.stderr
-    assert [r["action"] for r in d.cli_json("audit")] == ["hold", "discard"]
+    assert [r["action"] for r in d.cli_json("audit", "--only", "posts")] == ["hold", "discard"]
 
 
 def test_relay_list_forwards_each_post_to_one_address(sink, make_daemon):

@@ -129,12 +129,13 @@ def test_html_fragments_lose_their_quoted_part(path):
 
 def test_command_lines_are_parsed_case_insensitively_with_reasons():
     found = parse_commands(["APPROVE k7q2-abcdefgh", "Reject 9XWD-12345678 off topic; ask on users@",
-                            "approve all", "ban M3RT-ZZZZZZZZ", "defer 4J2K-AAAAAAAA", "Thanks!",
+                            "approve all", "reject all 3JQ7M4XZ not for this list", "ban M3RT-ZZZZZZZZ", "defer 4J2K-AAAAAAAA", "Thanks!",
                             "aprove K7Q2-ABCDEFGH", "withdraw", "publish K7Q2-ABCDEFGH"])
     assert [(c.verb, c.target, c.reason, c.known) for c in found] == [
         ("approve", "k7q2-abcdefgh", "", True),
         ("reject", "9XWD-12345678", "off topic; ask on users@", True),
         ("approve", "all", "", True),
+        ("reject", "all", "not for this list", True),
         ("ban", "M3RT-ZZZZZZZZ", "", True),
         ("defer", "4J2K-AAAAAAAA", "", True),
         ("aprove", "K7Q2-ABCDEFGH", "", False),     # mistyped: answered, not guessed

@@ -27,12 +27,18 @@ CONTROL_HEADERS = ("control", "also-control", "supersedes")
 
 
 def _builtin(post: Post, ctx: Context) -> Decision | None:
-    """Checks that hold for every list whatever its rules: loops, bounces, auto-replies, bad MIME."""
+    """Checks that hold for every list whatever its rules: loops, bounces, auto-replies, bad MIME.
+    Each reason is a template: what came from the message is filled in at {matched} (the evidence)."""
+    def _built(rule_id: str, action: str, template: str, evidence: str) -> Decision:
+        outcome = RuleOutcome(rule_id, "builtin", action, True, evidence)
+        return Decision(action=action, reason=render_reason(template, post, ctx, evidence), rule_id=rule_id,
+                        source="builtin", actor="rules", evidence=evidence, notes=(outcome,), template=template)
+
     list_ids = " ".join(post.header("list-id")).lower()
     x_loop = [v.strip().lower() for v in post.header("x-loop")]
     if f"<{ctx.list_id}>" in list_ids or ctx.list_address in x_loop:
         return _built("loop", "discard",
-                      f"The message already went through {ctx.list_address} (its List-Id or "
+                      "The message already went through {list} (its List-Id or "
                       "X-Loop header names this list), so it is a mail loop and is not sent again.",
                       "List-Id/X-Loop names this list")
     if not post.envelope_sender:
@@ -53,8 +59,8 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
     auto = [v.strip().lower() for v in post.header("auto-submitted")]
     if any(v and not v.startswith("no") for v in auto):
         return _built("auto-reply", "discard",
-                      "The message was sent automatically (Auto-Submitted: "
-                      f"{auto[0]}, RFC 3834), so it is not distributed to the list.",
+                      "The message was sent automatically ({matched}, RFC 3834), so it is not "
+                      "distributed to the list.",
                       f"Auto-Submitted: {auto[0]}")
     precedence = " ".join(post.header("precedence")).lower()
     if "auto_reply" in precedence:
@@ -63,35 +69,27 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
                       "distributed to the list.", "Precedence: auto_reply")
     if ctx.sender_trust == "banned":
         return _built("banned", "reject",
-                      f"The moderators of {ctx.list_address} have banned this sender; posts from "
+                      "The moderators of {list} have banned this sender; posts from "
                       "this address are not accepted.", f"sender.trust is banned ({post.sender})")
     if ctx.newsgroups and not ctx.allow_control:
         control = [(name, value) for name in CONTROL_HEADERS for value in post.header(name)]
         if control:
             shown = "; ".join(f"{name.title()}: {value[:200]}" for name, value in control)
             return _built("control", "hold",
-                          f"The submission carries {shown}: a control message or a replacement acts on "
+                          "The submission carries {matched}: a control message or a replacement acts on "
                           "other articles (a cancel deletes one) once it is approved. A moderator will "
                           "look at it; if approved, the article is posted without that header.", shown)
     if ctx.newsgroups:
         named = post.newsgroups
         if named and not set(named) & set(ctx.newsgroups):
             return _built("newsgroups", "hold",
-                          f"The submission is addressed to {', '.join(named)}, none of which "
-                          f"{ctx.list_address} moderates ({', '.join(ctx.newsgroups)}); a moderator "
-                          "will look at it.", f"Newsgroups: {', '.join(named)}")
+                          "The submission is addressed to {matched}, none of which {list} moderates "
+                          f"({', '.join(ctx.newsgroups)}); a moderator will look at it.", ', '.join(named))
     if post.problems:
         return _built("unparseable", "hold",
-                      "The message could not be parsed: " + "; ".join(post.problems)
-                      + ". A moderator will look at it.",
+                      "The message could not be parsed: {matched}. A moderator will look at it.",
                       "; ".join(post.problems))
     return None
-
-
-def _built(rule_id: str, action: str, reason: str, evidence: str) -> Decision:
-    outcome = RuleOutcome(rule_id, "builtin", action, True, evidence)
-    return Decision(action=action, reason=reason, rule_id=rule_id, source="builtin",
-                    actor="rules", evidence=evidence, notes=(outcome,))
 
 
 _TEMPLATE = re.compile(r"\{(list|sender|subject|matched)\}")
@@ -149,40 +147,40 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
         except RuleTimeout as err:
             if slice_only and isinstance(err, BudgetExhausted):
                 raise OutOfSlice(str(err)) from None
-            reason = (f"The post took too long to judge: rule {rule.id} could not be evaluated in time "
-                      f"({err}); the post is held for a moderator.")
+            template = (f"The post took too long to judge: rule {rule.id} could not be evaluated in time "
+                        "({matched}); the post is held for a moderator.")
             notes.append(RuleOutcome(rule.id, rule.source, rule.action, False, "", str(err)))
-            return Decision("hold", reason, rule.id, rule.source, "rules", str(err), ruleset.digest,
-                            tuple(tags), tuple(considered), tuple(notes))
+            return Decision("hold", render_reason(template, post, ctx, str(err)), rule.id, rule.source, "rules",
+                            str(err), ruleset.digest, tuple(tags), tuple(considered), tuple(notes), template)
         if evidence is None:
             continue
         notes.append(RuleOutcome(rule.id, rule.source, rule.action, True, evidence))
         if rule.action in TERMINAL_ACTIONS:
             return Decision(rule.action, render_reason(rule.reason, post, ctx, evidence), rule.id,
                             rule.source, "rules", evidence, ruleset.digest, tuple(tags),
-                            tuple(considered), tuple(notes))
+                            tuple(considered), tuple(notes), rule.reason)
         tags.append(rule.id)
     done = (ruleset.digest, tuple(tags), tuple(considered), tuple(notes))
+
+    def _default(action: str, template: str, rule_id: str, evidence: str) -> Decision:
+        return Decision(action, render_reason(template, post, ctx, evidence), rule_id, "default", "default",
+                        evidence, *done, template)
+
     if ctx.sender_trust == "trusted":
-        return Decision("accept", f"The moderators of {ctx.list_address} trust this sender to post "
-                        "without review, and no rule objected.", "trusted-sender", "default", "default",
-                        "sender.trust is trusted", *done)
+        return _default("accept", "The moderators of {list} trust this sender to post without review, and "
+                        "no rule objected.", "trusted-sender", "sender.trust is trusted")
     if ctx.sender_is_member:
         action = ctx.default_member_action
-        reason = {
-            "accept": f"The sender is a member of {ctx.list_address} and no rule objected.",
-            "hold": f"Posts from members of {ctx.list_address} are reviewed by a moderator.",
-            "reject": f"{ctx.list_address} does not accept posts from its members by mail.",
-            "discard": f"{ctx.list_address} discards posts from members.",
-        }[action]
-        return Decision(action, reason, "default-member", "default", "default", "sender.member is true",
-                        *done)
+        return _default(action, {
+            "accept": "The sender is a member of {list} and no rule objected.",
+            "hold": "Posts from members of {list} are reviewed by a moderator.",
+            "reject": "{list} does not accept posts from its members by mail.",
+            "discard": "{list} discards posts from members.",
+        }[action], "default-member", "sender.member is true")
     action = ctx.default_nonmember_action
-    reason = {
-        "accept": f"{ctx.list_address} accepts posts from non-members and no rule objected.",
-        "hold": f"The sender is not a member of {ctx.list_address}; a moderator will review the post.",
-        "reject": f"Only members may post to {ctx.list_address}; please subscribe first.",
-        "discard": f"{ctx.list_address} discards posts from non-members.",
-    }[action]
-    return Decision(action, reason, "default-nonmember", "default", "default", "sender.member is false",
-                    *done)
+    return _default(action, {
+        "accept": "{list} accepts posts from non-members and no rule objected.",
+        "hold": "The sender is not a member of {list}; a moderator will review the post.",
+        "reject": "Only members may post to {list}; please subscribe first.",
+        "discard": "{list} discards posts from non-members.",
+    }[action], "default-nonmember", "sender.member is false")

@@ -122,6 +122,7 @@ class Decision:
     tags: tuple[str, ...] = ()   # ids of the `tag` rules that matched on the way
     considered: tuple[Rule, ...] = ()          # every rule tried, in order
     notes: tuple[RuleOutcome, ...] = ()        # outcomes of the rules that matched, were exempt or failed
+    template: str = ""           # the reason before {sender}, {subject}, {matched} were filled in (audited)
 
     @property
     def trace(self) -> tuple[RuleOutcome, ...]:

@@ -75,7 +75,7 @@ def test_poison_replies_over_imap_are_moved_aside_and_the_next_one_is_applied(si
         wait_until(lambda: folder_messages(dovecot, "INBOX") == [], 15, "every reply taken from INBOX")
         handled = len(folder_messages(dovecot, "Processed")) + len(folder_messages(dovecot, "Failed"))
         assert handled == len(POISON) + 1
-        assert [r["action"] for r in d.cli_json("audit")].count("refused") >= 2
+        assert [r["action"] for r in d.cli_json("audit", "--only", "posts")].count("refused") >= 2
         mid2, short2 = held_post(d, 4)
         d.stop()
         deliver_reply(dovecot, reply("Re: held", "approve \u00b2"))

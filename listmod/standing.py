@@ -1,0 +1,68 @@
+"""Membership and standing (trusted, banned): the one place they change, for the command line, the
+daemon and moderators' replies alike, and every change is an audit record with its reason."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from enum import StrEnum
+
+from . import audit
+
+
+class Level(StrEnum):
+    TRUSTED = "trusted"
+    BANNED = "banned"
+    NONE = "none"
+
+
+_ACTION = {Level.TRUSTED: "trusted", Level.BANNED: "banned", Level.NONE: "standing-cleared"}
+_TEMPLATE = {Level.TRUSTED: "The sender may post to {list} without review.",
+             Level.BANNED: "Posts from this sender to {list} are rejected.",
+             Level.NONE: "The sender's standing on {list} was cleared; the list's rules apply as to anyone."}
+
+
+def _record(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, action: str,
+            template: str, reason: str, actor: str, source: str, at: float) -> None:
+    audit.append(conn, secret, list=list_address, post=None, message_id="", sha256="", sender=address,
+                 action=action, reason=reason or template.replace("{list}", list_address),
+                 template=audit.FREE_TEXT if reason else template, rule="", source=source, actor=actor, at=at)
+
+
+def add_member(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, *, actor: str,
+               reason: str = "", source: str = "command line", at: float | None = None) -> bool:
+    """Add a member; False (and no record) when the address already is one."""
+    at = time.time() if at is None else at
+    if not conn.execute("INSERT OR IGNORE INTO members (list, address, added_at) VALUES (?, ?, ?)",
+                        (list_address, address, at)).rowcount:
+        return False
+    _record(conn, secret, list_address, address, "member-added", "A member was added to {list}.", reason,
+            actor, source, at)
+    return True
+
+
+def remove_member(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, *, actor: str,
+                  reason: str = "", source: str = "command line", at: float | None = None) -> bool:
+    """Remove a member; False (and no record) when the address was not one."""
+    at = time.time() if at is None else at
+    if not conn.execute("DELETE FROM members WHERE list = ? AND address = ?", (list_address, address)).rowcount:
+        return False
+    _record(conn, secret, list_address, address, "member-removed", "A member was removed from {list}.", reason,
+            actor, source, at)
+    return True
+
+
+def set_standing(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, level: Level, *,
+                 actor: str, reason: str, source: str = "command line", at: float | None = None) -> bool:
+    """Trust, ban or clear a sender on a list; False (and no record) when nothing changed."""
+    at = time.time() if at is None else at
+    row = conn.execute("SELECT trust FROM standing WHERE list = ? AND address = ?", (list_address, address)).fetchone()
+    if (row[0] if row else Level.NONE.value) == level.value:
+        return False
+    if level is Level.NONE:
+        conn.execute("DELETE FROM standing WHERE list = ? AND address = ?", (list_address, address))
+    else:
+        conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+                     (list_address, address, level.value, actor, at))
+    _record(conn, secret, list_address, address, _ACTION[level], _TEMPLATE[level], reason, actor, source, at)
+    return True
