@@ -169,9 +169,9 @@ def _listening(port: int) -> bool:
 
 def digest_time(args) -> None:
     from listmod.config import ImapConfig, ListConfig
-    from listmod.digest import build_digest
-    from listmod.imap import append_digest
+    from listmod.mailbox import append_digest
     from listmod.message import parse
+    from listmod.moderation.digest import build_digest
     from listmod.posts import Judged, record_intake
     from listmod.rules import Decision
     from listmod.store import Store

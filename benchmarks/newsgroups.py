@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from aiosmtpd.controller import Controller  # noqa: E402
 from servers import INN_BIN, Inn  # noqa: E402
 
-from listmod.nntp import NntpClient  # noqa: E402
+from listmod.delivery.nntp import NntpClient  # noqa: E402
 
 LIST = "news-submit@example.org"
 BODY = "".join(f"Line {n} of a submission about parsers, with enough text to be typical.\r\n" for n in range(40))

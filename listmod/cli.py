@@ -245,7 +245,7 @@ def cmd_audit(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace, config: Config) -> int:
-    from .delivery import outbox_rows, requeue
+    from .delivery.outbox import outbox_rows, requeue
     store = _open_store(config)
     if args.action == "retry":
         if not args.ids and not args.failed:
@@ -286,7 +286,7 @@ def cmd_trust(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, config: Config) -> int:
-    from .explain import explain, explanation_text
+    from .rules.explain import explain, explanation_text
     mlist = _list(config, args.list)
     rules = load_rules(Path(args.rules)) if args.rules else load_rules(config.server.rules_dir)
     try:
@@ -305,7 +305,7 @@ def cmd_explain(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    from .explain import replay
+    from .rules.explain import replay
     rules = load_rules(Path(args.rules))
     store = _open_store(config)
     conn = store.connect()

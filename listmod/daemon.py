@@ -11,14 +11,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import DEMO_MEMBERS, Config
-from .delivery import Outbox
-from .intake import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
+from .delivery.outbox import Outbox
+from .intake.server import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
 from .loads import record_config, record_rules
-from .moderator_mail import ModerationWorker
+from .moderation.worker import ModerationWorker
 from .notices import rules_refused_notice
 from .posts import enqueue_notice
-from .rulebook import RuleBook
 from .rules import RuleSet
+from .rules.book import RuleBook
 from .standing import add_member
 from .store import (
     GroupWriter,
@@ -154,7 +154,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
             "rules watch", lambda s: book.watch(s, config.server.reload_every), stopping))
         imap_task = None
         if config.imap is not None:
-            from .imap import ImapWorker
+            from .moderation.imap import ImapWorker
             imap_worker = ImapWorker(config, writer, secret, outbox.wake)
             imap_task = asyncio.create_task(supervised("IMAP replies", imap_worker.run, stopping))
         moderation = ModerationWorker(config, writer, secret, outbox.wake)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from . import audit
 from .config import Config, ListConfig
+from .kinds import STATE_FOR_ACTION, Action, OutboxKind, OutboxState, PostState
 from .message import Post
 from .notices import article_failed_notice, escalation_notice, held_notice, rejection_notice
 from .rules import Decision
@@ -19,9 +20,6 @@ from .tokens import held_notice_id
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
 SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
-# What a post's state is once each action has been taken.
-STATE_FOR_ACTION = {"accept": "accepted", "hold": "held", "reject": "rejected", "discard": "discarded",
-                    "escalate": "held"}
 
 
 @dataclass(frozen=True)
@@ -88,9 +86,9 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
     records = []
     for item in judged:
         d = item.decision
-        state = STATE_FOR_ACTION[d.action]
-        short_id = _new_short_id(conn) if state == "held" else None
-        escalated = d.action == "escalate"
+        state = STATE_FOR_ACTION[Action(d.action)]
+        short_id = _new_short_id(conn) if state == PostState.HELD else None
+        escalated = d.action == Action.ESCALATE
         post_id = insert(
             conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
             "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
@@ -98,15 +96,15 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
-             None if state == "held" else at, item.thread, int(escalated), " ".join(d.tags),
-             item.context, post.excerpt if state == "held" else "", int(not post.problems)))
+             None if state == PostState.HELD else at, item.thread, int(escalated), " ".join(d.tags),
+             item.context, post.excerpt if state == PostState.HELD else "", int(not post.problems)))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, template=d.template, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
-        if state == "accepted":
+        if state == PostState.ACCEPTED:
             enqueue_copies(conn, post_id, item.mlist, at)
-        if state == "held" and item.mlist.notify_held and post.sender and \
+        if state == PostState.HELD and item.mlist.notify_held and post.sender and \
                 may_notify(conn, post.sender, at, notices_per_hour):
             enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
                 item.mlist, post, short_id or "", d.reason,
@@ -116,8 +114,8 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
                            escalation_notice(item.mlist, post, short_id or "", d, hostname), at)
         record = PostRecord(post_id, item.mlist.address, short_id, state, d.action, d.rule_id,
                             d.source, d.actor, d.reason, post.sender, post.subject, post.message_id,
-                            at, None if state == "held" else at, message)
-        if state == "rejected" and item.mlist.news_server is not None and post.sender:
+                            at, None if state == PostState.HELD else at, message)
+        if state == PostState.REJECTED and item.mlist.news_server is not None and post.sender:
             # a submission comes through the news server's mailer, which would bounce a 550 to
             # itself: the poster hears the reason by mail instead
             enqueue_notice(conn, post_id, item.mlist, post.sender,
@@ -132,8 +130,9 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
     if mlist.news_server is not None:
         conn.execute(
             "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
-            "next_attempt, created_at) VALUES (?, 'article', ?, ?, ?, 'pending', 0, ?, ?)",
-            (post_id, mlist.address, str(mlist.news_server), mlist.bounce_address, at, at))
+            "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            (post_id, OutboxKind.ARTICLE, mlist.address, str(mlist.news_server), mlist.bounce_address,
+             OutboxState.PENDING, at, at))
         return 1
     if mlist.relay_to:
         recipients = [mlist.relay_to]
@@ -142,8 +141,9 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
             "SELECT address FROM members WHERE list = ? ORDER BY address", (mlist.address,))]
     conn.executemany(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
-        "next_attempt, created_at) VALUES (?, 'post', ?, ?, ?, 'pending', 0, ?, ?)",
-        [(post_id, mlist.address, r, mlist.bounce_address, at, at) for r in recipients])
+        "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        [(post_id, OutboxKind.POST, mlist.address, r, mlist.bounce_address, OutboxState.PENDING, at, at)
+         for r in recipients])
     return len(recipients)
 
 
@@ -151,8 +151,9 @@ def enqueue_notice(conn: sqlite3.Connection, post_id: int | None, mlist: ListCon
                    recipient: str, body: bytes, at: float) -> None:
     conn.execute(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, body, state, attempts, "
-        "next_attempt, created_at) VALUES (?, 'notice', ?, ?, ?, ?, 'pending', 0, ?, ?)",
-        (post_id, mlist.address, recipient, mlist.bounce_address, body, at, at))
+        "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        (post_id, OutboxKind.NOTICE, mlist.address, recipient, mlist.bounce_address, body, OutboxState.PENDING,
+         at, at))
 
 
 def may_notify(conn: sqlite3.Connection, recipient: str, at: float, per_hour: int) -> bool:
@@ -217,12 +218,12 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     `template`: the reason before people's data was filled in (FREE_TEXT: the person's own words)."""
     at = time.time() if at is None else at
     current = find_post(conn, str(record.id))
-    if current.state != "held":
+    if current.state != PostState.HELD:
         raise AlreadyDecided(current)
     mlist = config.list_for(current.list)
     if mlist is None:
         raise PostNotFound(f"post {current.label} belongs to {current.list}, which is no longer configured")
-    state = STATE_FOR_ACTION[action]
+    state = STATE_FOR_ACTION[Action(action)]
     conn.execute("UPDATE posts SET state = ?, action = ?, rule = ?, source = ?, actor = ?, reason = ?, "
                  "evidence = '', decided_at = ? WHERE id = ?",
                  (state, action, "", source, actor, reason, at, current.id))
@@ -230,9 +231,9 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     audit.append(conn, secret, list=mlist.address, post=current.id, message_id=current.message_id,
                  sha256=sha, sender=current.sender, action=action, reason=reason, template=template,
                  rule="", source=source, actor=actor, at=at)
-    if state == "accepted":
+    if state == PostState.ACCEPTED:
         enqueue_copies(conn, current.id, mlist, at)
-    elif state == "rejected" and current.sender:
+    elif state == PostState.REJECTED and current.sender:
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname), at)
     return find_post(conn, str(current.id))

@@ -3,9 +3,9 @@ means for the outbox: pure functions, no server needed."""
 
 import pytest
 
-from listmod.articles import approved_article, article_message_id
 from listmod.config import ListConfig, parse_news_url
-from listmod.nntp import Reply, dot_stuffed, judge_post_reply
+from listmod.delivery.articles import approved_article, article_message_id
+from listmod.delivery.nntp import Reply, dot_stuffed, judge_post_reply
 
 GROUP_LIST = ListConfig(address="sub@example.org", deliver="nntp://127.0.0.1:119/comp.test,comp.other")
 

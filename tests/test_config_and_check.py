@@ -2,6 +2,7 @@
 
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import LISTMOD, ROOT, _env, free_port
@@ -112,3 +113,25 @@ def test_without_a_config_file_the_embedded_defaults_are_used(tmp_path):
 def test_a_missing_config_file_is_named(tmp_path):
     result = run(tmp_path, "check", "--config", "nope.toml")
     assert result.returncode == 2 and "nope.toml: no such config file" in result.stderr
+
+
+def test_every_key_is_declared_once_and_shown_in_the_example_config():
+    """A key is one key() field (default, parser, hint); the reader, the unknown-key check and the
+    example config all follow from it, so the example must show every key with its default."""
+    from listmod.config import (
+        IMAP_KEYS,
+        LIST_KEYS,
+        OUTBOUND_KEYS,
+        SERVER_KEYS,
+        ImapConfig,
+        ListConfig,
+        OutboundConfig,
+        ServerConfig,
+        keys_of,
+    )
+    assert (SERVER_KEYS, OUTBOUND_KEYS, LIST_KEYS, IMAP_KEYS) == tuple(
+        keys_of(c) for c in (ServerConfig, OutboundConfig, ListConfig, ImapConfig))
+    example = (Path(__file__).resolve().parent.parent / "listmod.toml.example").read_text()
+    shown = {line.lstrip("# ").split("=", 1)[0].strip() for line in example.splitlines() if "=" in line}
+    for keys in (SERVER_KEYS, OUTBOUND_KEYS, LIST_KEYS, IMAP_KEYS):
+        assert set(keys) <= shown, sorted(set(keys) - shown)

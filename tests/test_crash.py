@@ -64,7 +64,7 @@ def test_kill_9_under_load_loses_nothing_that_got_250_and_delivers_each_post_onc
     killed_at_acked = len(acked)
     # what was on its way to the sink when the daemon died: the only copies allowed twice
     # (less those the delivery journal shows the sink had already accepted)
-    from listmod.delivery import DeliveryJournal
+    from listmod.delivery.outbox import DeliveryJournal
     journaled = set(DeliveryJournal.read(d.dir / "var" / "delivered.journal"))
     in_flight = {(mid, rcpt) for copy, mid, rcpt in d.db().execute(
         "SELECT o.id, p.message_id, o.recipient FROM outbox o JOIN posts p ON p.id = o.post "

@@ -28,9 +28,19 @@ def summary(digest) -> str:
     return next(digest.iter_parts()).get_content()
 
 
+COMMAND_LINE = re.compile(r"^\s*(\w+) ([2-9A-Z]{4,6}-[A-Z2-7]{8})\b")
+
+
 def command_for(digest, verb: str, n: int = 1) -> str:
-    lines = [l.strip() for l in summary(digest).splitlines() if l.strip().startswith(verb + " ")]
+    """The n-th post's command line for `verb`, as printed under each post (not the help lines)."""
+    lines = [l.strip() for l in summary(digest).splitlines()
+             if (m := COMMAND_LINE.match(l)) and m.group(1) == verb]
     return lines[n - 1].replace(" <reason for the poster>", "")
+
+
+def post_ids(digest) -> list[str]:
+    """The ids (with tokens) of every post a digest shows, new ones and those still waiting."""
+    return re.findall(r"\b[2-9A-Z]{4,6}-[A-Z2-7]{8}\b", summary(digest))
 
 
 def all_command(digest, verb: str = "approve") -> str:
@@ -273,8 +283,8 @@ def test_require_dkim_refuses_replies_without_a_passing_signature(sink, make_dae
 
 def test_digests_wait_for_their_interval_unless_escalated_or_the_queue_is_long(tmp_path):
     from listmod.config import ListConfig
-    from listmod.digest import build_digest, digest_due, record_digest
     from listmod.message import parse
+    from listmod.moderation.digest import build_digest, digest_due, record_digest
     from listmod.posts import Judged, record_intake
     from listmod.rules import Decision
     from listmod.store import Store

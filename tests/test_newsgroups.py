@@ -14,9 +14,9 @@ from email.policy import default
 import pytest
 from conftest import LIST, wait_until
 from servers import Inn
-from test_moderation import MODERATION, command_for, digests, reply, text_of
+from test_moderation import MODERATION, command_for, digests, post_ids, reply, text_of
 
-from listmod.nntp import NntpClient
+from listmod.delivery.nntp import NntpClient
 
 MOD = "mod@example.org"
 RULES = """
@@ -169,11 +169,16 @@ def test_the_same_article_approved_twice_appears_once(sink, make_daemon, inn, tm
     raw, mid = submission(subject="[review] twice")
     d.send("poster@example.net", LIST, raw)
     d.send("poster@example.net", LIST, raw)
-    digest = wait_until(lambda: [g for g in digests(d) if command_for(g, "approve", 2)], what="a digest of both")[-1]
-    d.send(MOD, MODERATION, reply(MOD, command_for(digest, "approve", 1)))
-    d.send(MOD, MODERATION, reply(MOD, command_for(digest, "approve", 2)))
+    # the second copy may arrive after the first digest went out: then a later digest shows it, and
+    # the first one again as "still waiting"; the ids are taken from whichever digests show them
+    held = wait_until(lambda: [q["id"] for q in d.cli_json("queue")] if len(d.cli_json("queue")) == 2 else None,
+                      what="both copies held")
+    ids = wait_until(lambda: (found := {i.split("-")[0]: i for g in digests(d) for i in post_ids(g)})
+                     and all(h in found for h in held) and [found[h] for h in held], what="digests showing both")
+    d.send(MOD, MODERATION, reply(MOD, f"approve {ids[0]}"))
+    d.send(MOD, MODERATION, reply(MOD, f"approve {ids[1]}"))
     # and the first approval is sent again as well, as a second reply: refused, already decided
-    d.send(MOD, MODERATION, reply(MOD, command_for(digest, "approve", 1)))
+    d.send(MOD, MODERATION, reply(MOD, f"approve {ids[0]}"))
     wait_until(lambda: [r[0] for r in outbox(d)] == ["sent", "sent"], what="both approvals settled",
                state=lambda: (outbox(d), d.cli_json("audit", "--only", "posts")))
     details = d.db().execute("SELECT last_error FROM outbox WHERE kind = 'article'").fetchall()

@@ -16,7 +16,7 @@ import pytest
 from conftest import DATA
 
 from listmod import tokens
-from listmod.replies import commands_in, own_lines, parse_commands, reply_text, unflow
+from listmod.moderation.replies import commands_in, own_lines, parse_commands, reply_text, unflow
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "replies"
 PERMISSIVE = sorted((DATA / "replies").glob("*.eml"))
@@ -160,3 +160,17 @@ def test_tokens_bind_the_list_and_the_post():
     altered = t[:-1] + ("A" if t[-1] != "A" else "B")
     assert not tokens.check(t, altered) and not tokens.check(t, "")
     assert tokens.split_id("k7q2-" + t.lower()) == ("K7Q2", t)
+
+
+def test_the_parser_and_the_digest_help_come_from_the_command_registry():
+    from listmod.moderation.commands import COMMANDS, REGISTRY, digest_help, lines_under_post
+    help_text = "\n".join(digest_help("ABCDEFGH"))
+    for command in REGISTRY:
+        assert command.name in COMMANDS
+        assert (f"{command.name} {command.args}" in help_text) == command.for_moderators, command.name
+        found = parse_commands([f"{command.name.upper()} K7Q2-ABCDEFGH"])
+        assert [(c.verb, c.known) for c in found] == [(command.name, True)]
+    assert "approve all ABCDEFGH" in help_text and "reject all ABCDEFGH reason" in help_text
+    assert lines_under_post("K7Q2-ABCDEFGH") == ["    approve K7Q2-ABCDEFGH",
+                                                 "    reject K7Q2-ABCDEFGH <reason for the poster>",
+                                                 "    discard K7Q2-ABCDEFGH"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import LIST, RULES_DIR, post_bytes, wait_until
 
-from listmod.context import authentication_results
 from listmod.message import parse
+from listmod.rules.context import authentication_results
 
 HOLD_MARKER = """
 [[rule]]

@@ -101,7 +101,7 @@ def test_read_data_returns_exactly_the_content_whatever_the_packet_boundaries():
     import asyncio
     import random
 
-    from listmod.intake import DataTooLarge, read_data
+    from listmod.intake.server import DataTooLarge, read_data
 
     rng = random.Random(1234)
     pieces = [b"", b".", b"..", b"...", b"a", b"ab", b"abc", b"\r", b"\r\r", b"a\rb", b"end.", b"x" * 70,

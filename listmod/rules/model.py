@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..kinds import Action
 from ..message import Post
 
 if TYPE_CHECKING:
     from .scan import Scan, Scanner
 
-ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "tag")
-TERMINAL_ACTIONS = frozenset(ACTIONS) - {"tag"}
+ACTIONS = tuple(a.value for a in Action)
+TERMINAL_ACTIONS = frozenset(ACTIONS) - {Action.TAG.value}
 EXEMPTIONS = ("moderators", "trusted", "members")
 ALL_LISTS = ("*",)  # the one tuple every rule for all lists shares, so the check is `is`
 

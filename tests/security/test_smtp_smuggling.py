@@ -1,4 +1,4 @@
-"""SMTP smuggling against listmod's own DATA reader (intake.read_data): the cases of aiosmtpd's
+"""SMTP smuggling against listmod's own DATA reader (intake.server.read_data): the cases of aiosmtpd's
 upstream test_smtpsmuggling.py (a fake end of data made with a bare LF or CR) and their siblings.
 Only CRLF.CRLF ends a message: whatever follows a fake end stays inside the one message, and no
 second transaction can be slipped in after it."""

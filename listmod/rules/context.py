@@ -9,9 +9,9 @@ import re
 import sqlite3
 from typing import Any
 
-from .config import Config, ListConfig
-from .message import Post
-from .rules import Context, RuleSet
+from ..config import Config, ListConfig
+from ..message import Post
+from .model import Context, RuleSet
 
 HOUR = 3600.0
 COUNT_CAP = 1000

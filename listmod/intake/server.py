@@ -21,13 +21,13 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from .config import Config, ListConfig, ServerConfig
-from .context import build_context, context_json, thread_key
+from ..config import Config, ListConfig, ServerConfig
+from ..message import Post, parse
+from ..posts import Judged, PostRecord, record_intake
+from ..rules import Decision, OutOfSlice, RuleSet, decide
+from ..rules.context import build_context, context_json, thread_key
+from ..store import GroupWriter, StoreError
 from .inbox import store_reply
-from .message import Post, parse
-from .posts import Judged, PostRecord, record_intake
-from .rules import Decision, OutOfSlice, RuleSet, decide
-from .store import GroupWriter, StoreError
 
 log = logging.getLogger("listmod.intake")
 

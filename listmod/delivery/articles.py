@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from .config import ListConfig
-from .message import newsgroups_of
-from .rawmail import crlf_lines, split_message
+from ..config import ListConfig
+from ..message import newsgroups_of
+from ..rawmail import crlf_lines, split_message
 
 # Headers added in transit that an approved article must not carry: the news server's own trace
 # (Path, Xref, NNTP-Posting-*, Injection-*, X-Trace, X-Complaints-To) is written again when we

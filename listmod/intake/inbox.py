@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .store import insert
+from ..store import insert
 
 
 def store_reply(conn: sqlite3.Connection, list_address: str, raw: bytes, envelope_from: str,

@@ -1,5 +1,5 @@
-"""IMAP: digests APPENDed to the moderators' folder (by the outbox, from a stored row), and replies
-read from theirs (IDLE, with polling as the fallback). A reply is applied, then flagged and moved to
+"""IMAP: replies read from the moderators' folder (IDLE, with polling as the fallback); digests are
+APPENDed by the outbox (listmod/mailbox.py). A reply is applied, then flagged and moved to
 the processed folder; one that cannot be applied is audited and moved to the failed folder. The
 last UID handled is kept in the store, so a restart never applies a reply twice."""
 
@@ -15,36 +15,14 @@ from collections.abc import Callable
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from .config import Config, ImapConfig
-from .moderation import PreparedReply, prepare_reply, process_reply, reply_failed
-from .store import GroupWriter, StoreError
-from .supervise import QuietLog
+from ..config import Config
+from ..mailbox import connect as _connect
+from ..mailbox import ensure_folder as _ensure
+from ..store import GroupWriter, StoreError
+from ..supervise import QuietLog
+from .apply import PreparedReply, prepare_reply, process_reply, reply_failed
 
 log = logging.getLogger("listmod.imap")
-
-
-def _connect(cfg: ImapConfig) -> IMAPClient:
-    client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, timeout=30)
-    client.login(cfg.username, cfg.password())
-    return client
-
-
-def _ensure(client: IMAPClient, folder: str) -> None:
-    if not client.folder_exists(folder):
-        client.create_folder(folder)
-
-
-def append_digest(cfg: ImapConfig, folder: str, data: bytes) -> None:
-    """APPEND one digest (blocking; run it in a thread). Raises on failure, so the caller retries."""
-    client = _connect(cfg)
-    try:
-        _ensure(client, folder)
-        client.append(folder, data, flags=(), msg_time=None)
-    finally:
-        try:
-            client.logout()
-        except Exception:
-            pass
 
 
 def _state(conn: sqlite3.Connection, folder: str) -> tuple[int, int]:

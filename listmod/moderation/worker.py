@@ -10,13 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from .config import Config, ListConfig
+from ..config import Config, ListConfig
+from ..intake.inbox import pending_replies, settle_reply
+from ..posts import prune_notice_log
+from ..store import GroupWriter, StoreError
+from ..supervise import QuietLog
+from .apply import expire_held, prepare_reply, process_reply, reply_failed
 from .digest import Digest, build_digest, digest_due, queue_digest, record_digest
-from .inbox import pending_replies, settle_reply
-from .moderation import expire_held, prepare_reply, process_reply, reply_failed
-from .posts import prune_notice_log
-from .store import GroupWriter, StoreError
-from .supervise import QuietLog
 
 log = logging.getLogger("listmod.moderation")
 

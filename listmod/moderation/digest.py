@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 
-from . import audit, tokens
-from .config import ListConfig
-from .posts import PostRecord, enqueue_notice, held_posts
-from .rawmail import crlf_lines
-from .store import insert
-from .tomlfile import format_duration
+from .. import audit, tokens
+from ..config import ListConfig
+from ..posts import PostRecord, enqueue_notice, held_posts
+from ..rawmail import crlf_lines
+from ..store import insert
+from ..tomlfile import format_duration
+from .commands import digest_help, lines_under_post
 
 
 def digest_mac(secret: bytes, list_address: str, core: str) -> str:
@@ -139,7 +140,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
         lines.append(f"    Held by {post.rule} ({post.source}): {post.reason}")
         lines += [f"    | {t}" for t in item.excerpt.splitlines()]
         cid = command(post)
-        lines += [f"    approve {cid}", f"    reject {cid} <reason for the poster>", f"    discard {cid}", ""]
+        lines += lines_under_post(cid) + [""]
     if older:
         lines.append(f"Still waiting (shown in an earlier digest), {len(older)}:")
         escalated = {pid for (pid,) in conn.execute(
@@ -155,12 +156,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     if deferred:
         lines += [f"{deferred} more new post(s) wait for the next digest (this one is at its size "
                   f"limit, digest_max_size).", ""]
-    lines += ["Reply to this message with one command per line, above the quoted text:",
-              "  approve ID   reject ID reason   discard ID   defer ID (leave it held)",
-              "  trust ID (approve; this sender posts without review from now on)",
-              "  ban ID (reject; later posts from this sender are rejected)",
-              f"  approve all {all_token}   reject all {all_token} reason   (every post in this digest;"
-              " the token is this digest's)", ""]
+    lines += digest_help(all_token)
     attached = [i for i in shown if i.attach]
     raws = dict(conn.execute(
         f"SELECT p.id, m.raw FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN "

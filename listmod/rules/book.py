@@ -7,8 +7,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from .rules import RuleSet, load_rules
-from .tomlfile import ConfigError
+from ..tomlfile import ConfigError
+from .loader import load_rules
+from .model import RuleSet
 
 log = logging.getLogger("listmod.rules")
 

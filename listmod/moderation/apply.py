@@ -1,4 +1,5 @@
-"""Moderators' replies applied: who may do what to which held post, and a receipt for every reply.
+"""Moderators' replies applied: who the sender is, which posts a command names (by the post's token
+or a digest's), the command itself from the registry (commands.py), and a receipt for every reply.
 Also the expiry of posts nobody decided."""
 
 from __future__ import annotations
@@ -6,68 +7,25 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
-from . import audit, tokens
-from .config import Config, ListConfig
-from .context import dkim_pass_domains
-from .message import Post, parse
-from .notices import new_notice, not_a_moderator_notice
-from .posts import (
-    AlreadyDecided,
+from .. import audit, tokens
+from ..config import Config, ListConfig
+from ..message import Post, parse
+from ..notices import new_notice, not_a_moderator_notice
+from ..posts import (
     PostNotFound,
-    PostRecord,
     decide_held,
     enqueue_notice,
     find_post,
     is_escalated,
     may_notify,
 )
-from .replies import COMMANDS, CommandLine, commands_in
-from .standing import Level, set_standing
+from ..rules.context import dkim_pass_domains
+from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, refuse, shown
+from .replies import CommandLine, commands_in
 
 _MSGID = re.compile(r"<[^<>\s]+>")
-VERB_ACTION = {"approve": "accept", "trust": "accept", "reject": "reject", "ban": "reject",
-               "discard": "discard"}
-
-
-@dataclass(frozen=True)
-class Result:
-    line: str
-    applied: bool
-    outcome: str
-    list: str = ""
-
-
-@dataclass
-class Receipt:
-    moderator: str
-    reply_id: str
-    subject: str
-    results: list[Result] = field(default_factory=list)
-    lists: set[str] = field(default_factory=set)
-    dkim_domains: set[str] = field(default_factory=set)
-    unverified: bool = False     # the sender is no moderator: no receipt, at most a short answer
-    ignored: bool = False        # an automatic message (Auto-Submitted): never applied, never answered
-    poster_only: bool = False    # only a poster's withdraw: the receipt goes to the poster alone
-
-
-def _shown(line: str) -> str:
-    """The command line without its token, as receipts and the audit show it (bounded)."""
-    shown = re.sub(r"\b([2-9A-Za-z]{4,6})-[0-9A-Za-z]{6,}\b", r"\1", line)
-    return shown if len(shown) <= 160 else shown[:157] + "..."
-
-
-def _refuse(conn: sqlite3.Connection, secret: bytes, receipt: Receipt, cmd: CommandLine, why: str,
-            post: PostRecord | None, at: float) -> None:
-    receipt.results.append(Result(cmd.line, False, why, post.list if post else ""))
-    if post is not None:
-        receipt.lists.add(post.list)
-    audit.append(conn, secret, list=post.list if post else "", post=post.id if post else None,
-                 message_id=post.message_id if post else "", sha256="", sender=receipt.moderator,
-                 action="refused", reason=f"{_shown(cmd.line)}: {why}",
-                 template=f"a {cmd.verb or 'command'} line was refused: {{the line and why}}", rule="",
-                 source="mail command", actor=f"moderator:{receipt.moderator}", at=at)
 
 
 @dataclass(frozen=True)
@@ -121,8 +79,8 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
         if seen:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen[0]))
             for cmd in commands or [CommandLine("(the whole reply)", "", "", "", False)]:
-                _refuse(conn, secret, receipt, cmd, f"this reply ({reply.message_id}) was already "
-                        f"processed at {when}; a reply is applied once", None, at)
+                refuse(Step(conn, secret, config, receipt, cmd, via_list, at), f"this reply ({reply.message_id}) "
+                       f"was already processed at {when}; a reply is applied once", None)
             return receipt
         dkim_pass = moderator.rsplit("@", 1)[-1] in receipt.dkim_domains
         conn.execute("INSERT INTO replies (message_id, sender, received_at, summary, dkim_pass) VALUES (?, ?, ?, ?, ?)",
@@ -138,30 +96,29 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                                       "(max_commands_per_reply); send the rest in another reply"))
     references = set(_MSGID.findall(" ".join(reply.header("in-reply-to") + reply.header("references"))))
     for cmd in commands:
-        if not cmd.known:
+        command = COMMANDS.get(cmd.verb) if cmd.known else None
+        step = Step(conn, secret, config, receipt, cmd, via_list, at, frozenset(references))
+        if command is None:
             receipt.results.append(Result(cmd.line, False, f"'{cmd.verb}' is not a command; commands "
-                                          f"are: {', '.join(c for c in COMMANDS if c != 'withdraw')}"))
+                                          f"are: {', '.join(c.name for c in REGISTRY if c.for_moderators)}"))
             continue
-        if cmd.verb == "withdraw":
-            _withdraw(conn, secret, config, receipt, cmd, references, at)
+        if not command.for_moderators:
+            command.apply(step, None)
             continue
         if cmd.target == "all":
             found = _digest_for_token(conn, secret, cmd.digest_token, config) if cmd.digest_token else None
             if found is None:
-                _refuse(conn, secret, receipt, cmd, "'all' needs the token of a digest younger than "
-                        "expire_after, written on the line as the digest prints it ('approve all TOKEN'); "
-                        "being a reply to a digest is not enough", None, at)
+                refuse(step, "'all' needs the token of a digest younger than expire_after, written on the line "
+                       "as the digest prints it ('approve all TOKEN'); being a reply to a digest is not enough",
+                       None)
                 continue
-            for post_ids in (found[1],):
-                for pid in sorted(post_ids):
-                    post = find_post(conn, str(pid))
-                    if post.state == "held" and is_escalated(conn, post.id):
-                        receipt.results.append(Result(cmd.line, False, f"{post.short_id} is escalated (a legal "
-                                                      "hold): decide it on a line of its own that names it",
-                                                      post.list))
-                        continue
-                    _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True,
-                               quiet_if_decided=True)
+            for pid in sorted(found[1]):
+                post = find_post(conn, str(pid))
+                if post.state == "held" and is_escalated(conn, post.id):
+                    receipt.results.append(Result(cmd.line, False, f"{post.short_id} is escalated (a legal "
+                                                  "hold): decide it on a line of its own that names it", post.list))
+                    continue
+                command.apply(replace(step, quiet_if_decided=True), post)
             continue
         if not cmd.target:
             receipt.results.append(Result(cmd.line, False, f"{cmd.verb} needs the id of a held post, "
@@ -171,51 +128,17 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
         try:
             post = find_post(conn, short_id)
         except PostNotFound:
-            _refuse(conn, secret, receipt, cmd, f"there is no post {short_id}", None, at)
+            refuse(step, f"there is no post {short_id}", None)
             continue
-        if token:
-            token_ok = tokens.check(tokens.post_token(secret, post.list, post.id, post.short_id or ""), token)
-            if not token_ok:
-                _refuse(conn, secret, receipt, cmd, "the token does not match this post (copy the "
-                        "line from the digest as it is)", post, at)
-                continue
-        else:
-            _refuse(conn, secret, receipt, cmd, "the id carries no token: copy the line from the digest as "
-                    f"it is ('{cmd.verb} {post.short_id}-TOKEN'), or use 'approve all TOKEN'", post, at)
+        if not token:
+            refuse(step, "the id carries no token: copy the line from the digest as it is "
+                   f"('{cmd.verb} {post.short_id}-TOKEN'), or use 'approve all TOKEN'", post)
             continue
-        _apply_one(conn, secret, config, receipt, cmd, post, via_list, at, token_ok=True)
+        if not tokens.check(tokens.post_token(secret, post.list, post.id, post.short_id or ""), token):
+            refuse(step, "the token does not match this post (copy the line from the digest as it is)", post)
+            continue
+        command.apply(step, post)
     return receipt
-
-
-def _withdraw(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
-              cmd: CommandLine, references: set[str], at: float) -> None:
-    """A poster takes back a held post by replying 'withdraw' to the notice that it is held."""
-    for ref in references:
-        found = tokens.parse_held_notice_id(ref)
-        if found is None:
-            continue
-        try:
-            post = find_post(conn, str(found[0]))
-        except PostNotFound:
-            continue
-        if not tokens.check(tokens.poster_token(secret, post.list, post.id), found[1]):
-            continue
-        receipt.lists.add(post.list)
-        if post.sender != receipt.moderator:
-            _refuse(conn, secret, receipt, cmd, "only the poster can withdraw a post", post, at)
-            return
-        if post.state != "held":  # the poster is not told which moderator decided
-            receipt.results.append(Result(cmd.line, False, f"the post was already {post.state}; "
-                                          "it can no longer be withdrawn", post.list))
-            return
-        decide_held(conn, secret, config, post, "discard", "Withdrawn by the poster.",
-                    f"poster:{receipt.moderator}", at, source="mail command: withdraw",
-                    template="Withdrawn by the poster.")
-        receipt.results.append(Result(cmd.line, True, f"{post.short_id} withdrawn; it will not be "
-                                      "distributed", post.list))
-        return
-    _refuse(conn, secret, receipt, cmd, "withdraw works only as a reply to the notice that your "
-            "post is held", None, at)
 
 
 def _digest_for_token(conn: sqlite3.Connection, secret: bytes, token: str, config: Config) -> tuple[str, set[int]] | None:
@@ -235,64 +158,6 @@ def _digest_for_token(conn: sqlite3.Connection, secret: bytes, token: str, confi
     return None
 
 
-def _apply_one(conn: sqlite3.Connection, secret: bytes, config: Config, receipt: Receipt,
-               cmd: CommandLine, post: PostRecord, via_list: ListConfig | None, at: float,
-               token_ok: bool, quiet_if_decided: bool = False) -> None:
-    mlist = config.list_for(post.list)
-    if mlist is None:
-        _refuse(conn, secret, receipt, cmd, f"post {post.short_id} belongs to {post.list}, which is "
-                "no longer configured", post, at)
-        return
-    if via_list is not None and via_list.address != mlist.address:
-        _refuse(conn, secret, receipt, cmd, f"post {post.short_id} belongs to {mlist.address}, not "
-                f"to {via_list.address}", post, at)
-        return
-    if receipt.moderator not in mlist.moderators:
-        _refuse(conn, secret, receipt, cmd, f"{receipt.moderator or 'the sender'} is not a moderator "
-                f"of {mlist.address}", post, at)
-        return
-    if mlist.require_dkim and receipt.moderator.rsplit("@", 1)[-1] not in receipt.dkim_domains:
-        _refuse(conn, secret, receipt, cmd, f"{mlist.address} requires a DKIM signature of "
-                f"{receipt.moderator.rsplit('@', 1)[-1]} that passed, and the reply has none", post, at)
-        return
-    receipt.lists.add(mlist.address)
-    if post.state != "held":
-        if quiet_if_decided:
-            return
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(post.decided_at or 0))
-        who = post.actor.split(":", 1)[1] if ":" in post.actor else post.actor
-        receipt.results.append(Result(cmd.line, False, f"already {post.state} by {who} at {when}; "
-                                      "nothing changed", mlist.address))
-        return
-    if cmd.verb == "defer":
-        receipt.results.append(Result(cmd.line, True, f"{post.short_id} stays held", mlist.address))
-        return
-    action = VERB_ACTION[cmd.verb]
-    template = audit.FREE_TEXT if cmd.reason else {
-        "accept": "Approved by a moderator of {list}.",
-        "reject": "A moderator of {list} did not accept the post.",
-        "discard": "Discarded by a moderator of {list}."}[action]
-    reason = cmd.reason or template.replace("{list}", mlist.address)
-    actor = f"moderator:{receipt.moderator}"
-    try:
-        done = decide_held(conn, secret, config, post, action, reason, actor, at,
-                           source=f"mail command: {cmd.verb} {post.short_id}", template=template)
-    except AlreadyDecided as err:
-        receipt.results.append(Result(cmd.line, False, str(err), mlist.address))
-        return
-    if cmd.verb in ("trust", "ban") and post.sender:
-        set_standing(conn, secret, mlist.address, post.sender, Level.TRUSTED if cmd.verb == "trust" else Level.BANNED,
-                     actor=actor, reason=f"{cmd.verb} {post.short_id}: {reason}",
-                     source=f"mail command: {cmd.verb} {post.short_id}", at=at)
-    what = {"accepted": "approved; it is being delivered", "rejected": "rejected; the poster is told why",
-            "discarded": "discarded"}[done.state]
-    if cmd.verb == "trust":
-        what += f"; {post.sender} now posts without review"
-    if cmd.verb == "ban":
-        what += f"; later posts from {post.sender} are rejected"
-    receipt.results.append(Result(cmd.line, True, f"{post.short_id} {what}", mlist.address))
-
-
 def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, references: str = "",
                     to: str = "", audit_head: str = "") -> bytes:
     subject = receipt.subject if receipt.subject.lower().startswith("re:") else \
@@ -310,7 +175,7 @@ def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, referenc
     for r in receipt.results:
         if r.list and r.list != mlist.address:
             continue
-        lines.append(f"  {_shown(r.line)}")
+        lines.append(f"  {shown(r.line)}")
         lines.append(f"      {'done' if r.applied else 'NOT applied'}: {r.outcome}")
     lines.append("")
     msg.set_content("\n".join(lines))

@@ -9,10 +9,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from .config import Config, ListConfig
+from ..config import Config, ListConfig
+from ..message import Post, parse
 from .context import build_context, context_from_json
-from .message import Post, parse
-from .rules import Context, Decision, RuleSet, decide
+from .engine import decide
+from .model import Context, Decision, RuleSet
 
 
 @dataclass(frozen=True)

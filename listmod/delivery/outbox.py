@@ -23,16 +23,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
-from . import audit
+from .. import audit
+from ..config import Config, ListConfig
+from ..kinds import OutboxKind
+from ..notices import undelivered_notice
+from ..posts import article_failed, enqueue_notice, find_post
+from ..rawmail import crlf_lines, split_message
+from ..store import GroupWriter, Store, StoreError, immediate
+from ..supervise import QuietLog
+from ..tomlfile import format_duration
 from .articles import approved_article, article_message_id
-from .config import Config, ListConfig
 from .nntp import NntpClient, NntpError, judge_post_reply
-from .notices import undelivered_notice
-from .posts import article_failed, enqueue_notice, find_post
-from .rawmail import crlf_lines, split_message
-from .store import GroupWriter, Store, StoreError, immediate
-from .supervise import QuietLog
-from .tomlfile import format_duration
 
 log = logging.getLogger("listmod.delivery")
 
@@ -45,7 +46,7 @@ REPLACED_HEADERS = {b"list-id", b"list-post", b"list-unsubscribe", b"list-help",
 class Copy:
     id: int
     post: int | None
-    kind: str            # "post" (a list copy) | "article" (to a news server) | "notice"
+    kind: str            # an OutboxKind: post (a list copy), article (to a news server), notice, digest
     list: str
     recipient: str
     envelope_from: str
@@ -360,12 +361,12 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
                 f"gave up after {c.attempts + 1} attempts over {format_duration(waited)}; last answer: {outcome.detail}"
             conn.execute("UPDATE outbox SET state = 'failed', done_at = ?, last_error = ?, "
                          "attempts = attempts + 1 WHERE id = ?", (at, detail, c.id))
-            if c.kind == "article" and c.post is not None:
+            if c.kind == OutboxKind.ARTICLE and c.post is not None:
                 article_failed(conn, secret, config, c.post, detail, at)
-            elif c.kind == "post" and c.post is not None:
+            elif c.kind == OutboxKind.POST and c.post is not None:
                 undelivered.setdefault(c.post, []).append(replace(outcome, detail=detail))
             continue
-        if c.kind == "digest":  # moderators wait for it: try again soon after an outage ends
+        if c.kind == OutboxKind.DIGEST:  # moderators wait for it: try again soon after an outage ends
             delay = min(2.0 ** c.attempts, 30.0)
         else:
             delay = min(retry_after * (2 ** c.attempts), retry_max)
@@ -586,9 +587,9 @@ class Outbox:
         """Send one batch and commit its outcome at once, in this thread, in one small transaction:
         the time between the server's 250 and that commit is the only window for a duplicate."""
         state = self._thread_state()
-        if batch[0].kind == "digest":
+        if batch[0].kind == OutboxKind.DIGEST:
             outcomes = [self._digest(state, c) for c in batch]
-        elif batch[0].kind == "article":
+        elif batch[0].kind == OutboxKind.ARTICLE:
             news = self._news_sink(state, batch[0])
             if news is None:
                 outcomes = [Outcome(c, "failed", f"{c.list} no longer moderates newsgroups in the "
@@ -619,7 +620,7 @@ class Outbox:
         local Maildir; either way the bytes come from the row."""
         data = self._body(state, copy)
         if copy.recipient.startswith("imap:") and self.config.imap is not None:
-            from .imap import append_digest
+            from ..mailbox import append_digest
             folder = copy.recipient[len("imap:"):]
             try:
                 append_digest(self.config.imap, folder, data)

@@ -10,10 +10,11 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-from .htmltext import HTML_TEXT_LIMIT, html_to_text, tokens
-from .message import _decode
+from ..htmltext import HTML_TEXT_LIMIT, html_to_text, tokens
+from ..message import _decode
+from .commands import NAMES
 
-COMMANDS = ("approve", "reject", "discard", "trust", "ban", "defer", "withdraw")
+COMMANDS = NAMES  # the registry's verbs (commands.py)
 # An id as digests print it: the short id, optionally followed by "-" and its token.
 ID = r"[2-9A-HJ-NP-Za-hj-np-z]{4,6}(?:-[0-9A-Za-z]{6,})?"
 

@@ -1,0 +1,1 @@
+"""Mail going out: the outbox worker, SMTP, Maildir and news sinks, the delivery journal."""

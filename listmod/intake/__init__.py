@@ -1,0 +1,1 @@
+"""Mail coming in: the SMTP/LMTP server, its limits, and replies mailed to LIST-moderation@."""

@@ -1,0 +1,1 @@
+"""Moderators at work: digests, replies and their commands, receipts, the moderation worker, IMAP."""
