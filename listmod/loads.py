@@ -54,7 +54,7 @@ def record_config(conn: sqlite3.Connection, secret: bytes, config: Config, at: f
 
 def _staff_record(conn: sqlite3.Connection, secret: bytes, list_address: str, role: str, address: str,
                   change: str, where: str, digest: str, at: float) -> int:
-    template = f"A {role} of {{list}} was {change} in the config."
+    template = f"{'An' if role[0] in 'aeiou' else 'A'} {role} of {{list}} was {change} in the config."
     audit.append(conn, secret, list=list_address, post=None, message_id="", sha256="", sender=address,
                  action=f"{role}-{change}", reason=template.replace("{list}", list_address), template=template,
                  rule="", source=where, actor="config", ruleset=digest, at=at)

@@ -179,7 +179,8 @@ def receipt_message(receipt: Receipt, mlist: ListConfig, hostname: str, referenc
         lines.append(f"      {'done' if r.applied else 'NOT applied'}: {r.outcome}")
     lines.append("")
     msg.set_content("\n".join(lines))
-    return msg.as_bytes()
+    # unfolded, so that the Audit-Head value reads (and copies) as one line
+    return msg.as_bytes(policy=msg.policy.clone(max_line_length=998))
 
 
 def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, raw: bytes,

@@ -68,7 +68,8 @@ def refuse(step: Step, why: str, post: PostRecord | None) -> None:
     receipt.results.append(Result(cmd.line, False, why, post.list if post else ""))
     if post is not None:
         receipt.lists.add(post.list)
-    audit.append(step.conn, step.secret, list=post.list if post else "", post=post.id if post else None,
+    list_address = post.list if post else (step.via_list.address if step.via_list else "")
+    audit.append(step.conn, step.secret, list=list_address, post=post.id if post else None,
                  message_id=post.message_id if post else "", sha256="", sender=receipt.moderator,
                  action="refused", reason=f"{shown(cmd.line)}: {why}",
                  template=f"a {cmd.verb or 'command'} line was refused: {{the line and why}}", rule="",
