@@ -14,6 +14,7 @@ out in every digest and receipt, so a cut tail is caught against a moderator's c
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import hmac
 import json
@@ -88,6 +89,7 @@ class AuditRecord:
     erased: tuple[str, ...] = ()
 
 
+@functools.lru_cache(maxsize=8)
 def chain_key(secret: bytes) -> bytes:
     """The chain's own key, derived from the daemon's secret (state_dir/secret.key)."""
     return hmac.new(secret, b"listmod audit chain v2", hashlib.sha256).digest()
