@@ -169,18 +169,20 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
     if ctx.sender_trust == "trusted":
         return _default("accept", "The moderators of {list} trust this sender to post without review, and "
                         "no rule objected.", "trusted-sender", "sender.trust is trusted")
-    if ctx.sender_is_member:
-        action = ctx.default_member_action
-        return _default(action, {
-            "accept": "The sender is a member of {list} and no rule objected.",
-            "hold": "Posts from members of {list} are reviewed by a moderator.",
-            "reject": "{list} does not accept posts from its members by mail.",
-            "discard": "{list} discards posts from members.",
-        }[action], "default-member", "sender.member is true")
-    action = ctx.default_nonmember_action
-    return _default(action, {
-        "accept": "{list} accepts posts from non-members and no rule objected.",
-        "hold": "The sender is not a member of {list}; a moderator will review the post.",
-        "reject": "Only members may post to {list}; please subscribe first.",
-        "discard": "{list} discards posts from non-members.",
-    }[action], "default-nonmember", "sender.member is false")
+    member = ctx.sender_is_member
+    action = ctx.default_member_action if member else ctx.default_nonmember_action
+    return _default(action, _DEFAULT_REASONS[member][action], "default-member" if member else "default-nonmember",
+                    f"sender.member is {'true' if member else 'false'}")
+
+
+# The reasons of the lists' defaults, for members (True) and non-members (False), by action.
+_DEFAULT_REASONS = {
+    True: {"accept": "The sender is a member of {list} and no rule objected.",
+           "hold": "Posts from members of {list} are reviewed by a moderator.",
+           "reject": "{list} does not accept posts from its members by mail.",
+           "discard": "{list} discards posts from members."},
+    False: {"accept": "{list} accepts posts from non-members and no rule objected.",
+            "hold": "The sender is not a member of {list}; a moderator will review the post.",
+            "reject": "Only members may post to {list}; please subscribe first.",
+            "discard": "{list} discards posts from non-members."},
+}
