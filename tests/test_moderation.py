@@ -281,6 +281,26 @@ def test_require_dkim_refuses_replies_without_a_passing_signature(sink, make_dae
     wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what="delivery with a good signature")
 
 
+def test_check_advises_require_dkim_once_the_moderators_replies_are_seen_signed(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, server_extra='authserv_id = "mx.example.org"\n')
+    assert "warning" not in d.cli("check").stdout
+    hold(d)
+    digest = wait_until(lambda: digests(d), what="a digest")[0]
+    # a forged Authentication-Results (not our authserv_id) counts for nothing ...
+    forged_ar = "Authentication-Results: evil.example; dkim=pass header.d=example.org\r\n"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", "defer " + command_for(digest, "approve").split()[1],
+                                                extra=forged_ar))
+    wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 1, what="the reply applied")
+    assert "warning" not in d.cli("check").stdout
+    # ... a passing DKIM result written by our own MTA does
+    good_ar = "Authentication-Results: mx.example.org; dkim=pass (ok) header.d=example.org\r\n"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", command_for(digest, "approve"), extra=good_ar))
+    wait_until(lambda: d.db().execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 2, what="the reply applied")
+    out = d.cli("check").stdout
+    assert f"warning: {LIST}: require_dkim is off, but 1 of its moderators' replies carried a passing DKIM" in out
+    assert "forged From with a leaked token" in out
+
+
 def test_digests_wait_for_their_interval_unless_escalated_or_the_queue_is_long(tmp_path):
     from listmod.config import ListConfig
     from listmod.message import parse
