@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import os
 import sqlite3
@@ -20,6 +21,15 @@ from .rules import load_rules
 from .standing import Level, add_member, remove_member, set_standing
 from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when run from it uninstalled)."""
+    try:
+        return importlib.metadata.version("listmod")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+        return __version__
 
 
 class CommandError(Exception):
@@ -55,6 +65,12 @@ def _when(ts: float | None) -> str:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from .daemon import run
+    if config.path is None and not config.server.rules_dir.exists():
+        # the embedded defaults where no rules were ever written (listmod installed from a wheel):
+        # start with the built-in checks and the list's defaults; rules added here load at once
+        config.server.rules_dir.mkdir(mode=0o755)
+        print(f"listmod: no rules yet; made the empty {config.server.rules_dir} (rules written there are "
+              "loaded within a second; the repository's rules/ has a starter set)", file=sys.stderr)
     rules = load_rules(config.server.rules_dir)  # refuse to start on a bad rule set
     return run(config, rules)
 
@@ -342,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="listmod", parents=[common],
                                      description="Moderation daemon for mailing lists: every decision "
                                                  "with a stated, audited reason.")
+    parser.add_argument("--version", action="version", version=f"listmod {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:

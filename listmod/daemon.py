@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import DEMO_MEMBERS, Config
+from .config import DEMO_MEMBERS, Config, read_config
 from .delivery.outbox import Outbox
 from .intake.server import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
-from .loads import record_config, record_rules
+from .loads import config_digest, record_config, record_rules
 from .moderation.worker import ModerationWorker
 from .notices import rules_refused_notice
 from .posts import enqueue_notice
-from .rules import RuleSet
+from .rules import RuleSet, load_rules
 from .rules.book import RuleBook
 from .standing import add_member
 from .store import (
@@ -92,8 +92,10 @@ def banner(config: Config, demo_members: list[str]) -> str:
 
 
 async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None = None,
-                announce: Callable[[str], None] = print) -> None:
-    """Run until `stopping` is set (or SIGTERM/SIGINT), then drain and stop cleanly."""
+                announce: Callable[[str], None] = print) -> Config | None:
+    """Run until `stopping` is set (or SIGTERM/SIGINT), then drain and stop cleanly. SIGHUP reloads:
+    the rules at once; a changed config is read and checked first (a broken one is refused, the
+    running one stays), then returned, and the caller serves again with it."""
     loop = asyncio.get_running_loop()
     stopping = stopping or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,6 +103,31 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
             loop.add_signal_handler(sig, stopping.set)
         except (NotImplementedError, RuntimeError):
             pass
+    reloaded: list[Config] = []
+
+    async def hangup() -> None:
+        await book.reload()
+        if config.path is None:
+            return
+        try:
+            new = await asyncio.to_thread(read_config, config.path)
+            await asyncio.to_thread(load_rules, new.server.rules_dir)
+        except ConfigError as err:
+            log.error("SIGHUP: %s was not reloaded; the running config stays:\n%s", config.path, err)
+            return
+        if config_digest(new) == config_digest(config) and new == config:
+            log.info("SIGHUP: rules checked; %s is unchanged", config.path)
+            return
+        log.info("SIGHUP: %s changed; finishing the work in progress, then serving with it", config.path)
+        reloaded.append(new)
+        stopping.set()
+
+    def reported(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIGHUP reload failed: %s", task.exception())
+
+    def on_hangup() -> None:
+        asyncio.ensure_future(hangup()).add_done_callback(reported)
     private_state_dir(config.server.state_dir)
     lock = hold_serve_lock(config.server.state_dir)  # noqa: F841  (held until the process ends)
     secret = load_or_create_secret(config.server.state_dir)
@@ -132,6 +159,10 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         writer.submit(lambda conn: record_rules(conn, secret, new, str(config.server.rules_dir)))
 
     book = RuleBook(config.server.rules_dir, rules, on_refused=refused, on_swapped=swapped)
+    try:  # only now: a reload needs the rule book
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    except (NotImplementedError, RuntimeError):
+        pass
     limits = ClientLimits(config.server)  # shared by SMTP and LMTP: one machine, one budget
     judges = ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
 
@@ -180,6 +211,11 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         outbox.close()
         judges.shutdown(wait=True)
         writer.stop()
+        try:
+            loop.remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    return reloaded[0] if reloaded else None
 
 
 def run(config: Config, rules: RuleSet) -> int:
@@ -190,7 +226,16 @@ def run(config: Config, rules: RuleSet) -> int:
     def announce(text: str) -> None:
         print(text, flush=True)
     try:
-        asyncio.run(serve(config, rules, announce=announce))
+        while True:
+            new = asyncio.run(serve(config, rules, announce=announce))
+            if new is None:
+                break
+            try:
+                config, rules = new, load_rules(new.server.rules_dir)  # checked before the reload began
+            except ConfigError as err:  # changed again in the meantime: serve on with the new config
+                logging.getLogger("listmod.daemon").error(   # and the rules that were in force
+                    "the rules changed during the reload and are refused; the last good set stays:\n%s", err)
+                config = new
     except StartupError as err:
         print(f"listmod: not started: {err}", file=sys.stderr)
         return 1

@@ -60,9 +60,16 @@ def private_state_dir(state_dir: Path) -> None:
             path.chmod(0o600)
 
 
+_HELD_LOCKS: dict[Path, int] = {}
+
+
 def hold_serve_lock(state_dir: Path) -> int:
     """One `listmod serve` per store: an exclusive lock on state_dir/serve.lock, held (by the
-    returned descriptor) for the life of the process; the kernel drops it even after kill -9."""
+    returned descriptor) for the life of the process; the kernel drops it even after kill -9.
+    Asked again by the same process (serving again after a reload), it is the same lock."""
+    held = _HELD_LOCKS.get(state_dir.resolve())
+    if held is not None:
+        return held
     fd = os.open(state_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,6 +80,7 @@ def hold_serve_lock(state_dir: Path) -> int:
                            "or give this one a state_dir of its own") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD_LOCKS[state_dir.resolve()] = fd
     return fd
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import logging
 import re
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email._header_value_parser import get_addr_spec, get_angle_addr  # as aiosmtpd parses them
 from email.errors import HeaderParseError
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -28,6 +29,7 @@ from ..rules import Decision, OutOfSlice, RuleSet, decide
 from ..rules.context import build_context, context_json, thread_key
 from ..store import GroupWriter, StoreError
 from .inbox import store_reply
+from .status import human_size, with_status
 
 log = logging.getLogger("listmod.intake")
 
@@ -259,6 +261,30 @@ class FastData(SMTP):
     _client_host = ""
     _counted = False
     _too_many = False
+    _command = ""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # remember which command is being answered, so that push() can add the right status code
+        self._smtp_methods = {name: self._tracked(name, method) for name, method in self._smtp_methods.items()}
+
+    def _tracked(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def run(arg: Any) -> Any:
+            self._command = name
+            try:
+                return await method(arg)
+            finally:
+                self._command = ""
+        return run
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            if status.startswith("552 Error: message size exceeds"):  # SIZE= in MAIL FROM over the limit
+                status = (f"552 5.3.4 Messages to this server are limited to {human_size(self.data_size_limit or 0)} "
+                          "(max_message_size)")
+            status = "\r\n".join(with_status(line, self._command) for line in status.split("\r\n"))
+        await super().push(status)
 
     def connection_made(self, transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -313,8 +339,9 @@ class FastData(SMTP):
         try:
             content = await read_data(self._reader, self.data_size_limit)
         except DataTooLarge:
-            await self.push(f"552 5.3.4 The message is larger than this server takes "
-                            f"({self.data_size_limit:,} bytes, max_message_size)")
+            lists = ", ".join(self.envelope.rcpt_tos[:3]) + (", ..." if len(self.envelope.rcpt_tos) > 3 else "")
+            await self.push(f"552 5.3.4 Messages to {lists} are limited to {human_size(self.data_size_limit or 0)} "
+                            f"(max_message_size)")
             self._set_post_data_state()
             return
         except asyncio.IncompleteReadError:
@@ -363,6 +390,12 @@ class IntakeHandler:
         if conn is None:
             conn = self._local.conn = self.connect()
         return conn
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """EHLO as aiosmtpd answers it, with ENHANCEDSTATUSCODES (RFC 2034) before the last line."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
