@@ -350,6 +350,132 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _ago(ts: float | None, now: float) -> str:
+    from .tomlfile import format_duration
+    return f"{format_duration(now - ts)} ago" if ts else "never"
+
+
+def status_of(conn: sqlite3.Connection, config: Config, now: float) -> dict[str, Any]:
+    """What an operator asks first: is mail coming in, what waits, what fails and why."""
+    day = now - 86400
+    intake = {"messages": conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0],
+              "last_hour": conn.execute("SELECT COUNT(*) FROM messages WHERE received_at >= ?",
+                                        (now - 3600,)).fetchone()[0],
+              "last_message": conn.execute("SELECT MAX(received_at) FROM messages").fetchone()[0],
+              "decisions_24h": dict(conn.execute("SELECT action, COUNT(*) FROM posts WHERE created_at >= ? "
+                                                 "GROUP BY action ORDER BY action", (day,)).fetchall())}
+    held = {}
+    for mlist in config.lists:
+        ages = [now - t for (t,) in conn.execute("SELECT created_at FROM posts WHERE list = ? AND state = 'held'",
+                                                   (mlist.address,))]
+        held[mlist.address] = {
+            "held": len(ages), "under_1h": sum(a < 3600 for a in ages),
+            "under_1d": sum(3600 <= a < 86400 for a in ages), "older": sum(a >= 86400 for a in ages),
+            "escalated": conn.execute("SELECT COUNT(*) FROM posts WHERE list = ? AND state = 'held' AND "
+                                      "escalated = 1", (mlist.address,)).fetchone()[0]}
+    outbox = {}
+    for state, count, oldest in conn.execute(
+            "SELECT state, COUNT(*), MIN(created_at) FROM outbox WHERE state != 'sent' GROUP BY state"):
+        last_error = conn.execute("SELECT last_error FROM outbox WHERE state = ? AND last_error IS NOT NULL "
+                                  "ORDER BY id DESC LIMIT 1", (state,)).fetchone()
+        outbox[state] = {"rows": count, "oldest": oldest, "last_error": last_error[0] if last_error else None}
+    rules = conn.execute("SELECT ruleset, time FROM audit WHERE action = 'rules-loaded' ORDER BY seq DESC "
+                         "LIMIT 1").fetchone()
+    return {
+        "store": str(config.database_path), "at": now, "intake": intake, "held": held, "outbox": outbox,
+        "digests_waiting": conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'digest' AND state IN "
+                                        "('pending', 'sending')").fetchone()[0],
+        "rules": {"digest": rules[0], "loaded_at": rules[1]} if rules else None,
+        "remotes": {r: {"last_ok": ok, "last_failure": bad, "last_error": err or None} for r, ok, bad, err in
+                    conn.execute("SELECT remote, last_ok, last_failure, last_error FROM remotes ORDER BY remote")},
+    }
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    store = _open_store(config)
+    conn = store.connect()
+    now = time.time()
+    st = status_of(conn, config, now)
+    if args.json:
+        _print_json(st)
+        return 0
+    i = st["intake"]
+    decisions = ", ".join(f"{a} {n}" for a, n in i["decisions_24h"].items()) or "none"
+    print(f"store {st['store']}")
+    print(f"intake: {i['messages']:,} message(s), {i['last_hour']} in the last hour, the last "
+          f"{_ago(i['last_message'], now)}; decisions in 24h: {decisions}")
+    for address, h in st["held"].items():
+        print(f"held on {address}: {h['held']} (under 1h {h['under_1h']}, under 1d {h['under_1d']}, older "
+              f"{h['older']}; escalated {h['escalated']})")
+    if not st["outbox"]:
+        print("outbox: nothing waiting, nothing failed")
+    for state, o in st["outbox"].items():
+        print(f"outbox {state}: {o['rows']} row(s), the oldest queued {_ago(o['oldest'], now)}"
+              + (f"\n      last error: {printable(o['last_error'])}" if o["last_error"] else ""))
+    print(f"digests waiting to go out: {st['digests_waiting']}")
+    r = st["rules"]
+    print(f"rules: {r['digest'][:12]} in force since {_when(r['loaded_at'])}" if r else "rules: none recorded yet")
+    for remote, v in st["remotes"].items():
+        print(f"{remote}: last success {_ago(v['last_ok'], now)}, last failure {_ago(v['last_failure'], now)}"
+              + (f"\n      {printable(v['last_error'])}" if v["last_error"] and (v["last_failure"] or 0) >=
+                 (v["last_ok"] or 0) else ""))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace, config: Config) -> int:
+    from .moderation.digest import make_digest
+    lists = [_list(config, args.list)] if args.list else list(config.lists)
+    store = _open_store(config)
+    with store.transaction() as conn:
+        made = [(m, make_digest(conn, store.secret, config, m, time.time(), force=True)) for m in lists]
+    for mlist, digest in made:
+        if digest is None:
+            print(f"{mlist.address}: nothing is held; no digest")
+        else:
+            where = config.imap.digest_folder if config.imap else config.digest_maildir_path / "new"
+            print(f"{mlist.address}: a digest of {len(digest.posts)} post(s) is queued for {where}; the running "
+                  "daemon delivers it within seconds")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, config: Config) -> int:
+    from .backup import BackupError, backup
+    store = _open_store(config)
+    try:
+        manifest = backup(config, Path(args.dir), store.secret)
+    except BackupError as err:
+        raise CommandError(str(err)) from None
+    seq, head = manifest.audit_head
+    print(f"backed up {config.database_path} and its key to {args.dir}; audit head {seq} {head} (keep it: "
+          f"`listmod audit verify --anchor {seq}:{head}` after a restore)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    from .backup import BackupError, restore
+    try:
+        manifest, moved = restore(config, Path(args.dir))
+    except BackupError as err:
+        raise CommandError(str(err)) from None
+    seq, head = manifest.audit_head
+    print(f"restored {config.database_path} from {args.dir} (made {_when(manifest.created_at)}); "
+          + (f"the store that was there is kept as {moved}; " if moved else "")
+          + f"check it with `listmod audit verify --anchor {seq}:{head}`")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    from .doctor import examine
+    print(f"config: {config.path or 'embedded defaults'}: {len(config.lists)} list(s)")
+    problems = 0
+    for finding in examine(config):
+        print(f"{'ok  ' if finding.ok else 'FAIL'} {finding.part}: {printable(finding.what)}"
+              + (f"\n       fix: {finding.fix}" if finding.fix else ""))
+        problems += not finding.ok
+    print(f"{problems} problem(s)" if problems else "no problems found")
+    return 1 if problems else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
@@ -408,6 +534,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="only posts newer than this, e.g. 30d")
     p.add_argument("--list", help="only this list")
     p.add_argument("--json", action="store_true", help="one JSON object per changed post, then a summary")
+    p = add("status", cmd_status, "what comes in, what is held, what waits or fails and why, each remote's "
+                                  "last success and failure")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = add("digest", cmd_digest, "`digest send [LIST]`: make and queue a digest of the held posts now")
+    p.add_argument("action", choices=["send"])
+    p.add_argument("list", nargs="?", help="only this list (default: every list with held posts)")
+    p = add("backup", cmd_backup, "copy the store (online, while serving) and its key to a new directory")
+    p.add_argument("dir", help="a new or empty directory")
+    p = add("restore", cmd_restore, "put a backup in place of the store (the daemon stopped; the old store "
+                                    "is kept aside)")
+    p.add_argument("dir", help="a directory made by `listmod backup`")
+    add("doctor", cmd_doctor, "check the config, the rules, state_dir, the key, the store, and reach and log "
+                              "in to each server; every problem with its fix")
     p = add("audit", cmd_audit, "show the audit trail; `audit verify` the chain; `audit head` prints its head")
     p.add_argument("action", nargs="?", choices=["show", "verify", "head"], default="show")
     p.add_argument("--anchor", action="append", metavar="SEQ:HASH",

@@ -126,6 +126,12 @@ def _deliver(value: Any) -> str:
 DELIVER_HINT = '"members", "relay:ADDRESS" or "nntp://HOST:PORT/GROUP[,GROUP...]"'
 
 
+def _log_format(value: Any) -> str:
+    if value not in ("logfmt", "json"):
+        raise ValueError('"logfmt" or "json"')
+    return value
+
+
 def _action(value: Any) -> str:
     if value not in ACTIONS_FOR_DEFAULTS:
         raise ValueError(" | ".join(f'"{a}"' for a in ACTIONS_FOR_DEFAULTS))
@@ -208,6 +214,9 @@ class ServerConfig:
                                           'a list of addresses or networks such as ["127.0.0.0/8", "::1"]')
     max_commands_per_reply: int = key(20, _positive_int, "a whole number >= 1")
     held_notices_per_hour: int = key(3, _positive_int, "a whole number >= 1")
+    # the operator's log: logfmt or JSON lines on stderr; people by pseudonym unless log_addresses
+    log_format: str = key("logfmt", _log_format, '"logfmt" or "json"')
+    log_addresses: bool = key(False, _bool, "true or false")
 
 
 @dataclass(frozen=True)

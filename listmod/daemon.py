@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from . import oplog
 from .config import DEMO_MEMBERS, Config, read_config
 from .delivery.outbox import Outbox
 from .intake.server import ClientLimits, IntakeHandler, ListmodLMTP, ListmodSMTP
@@ -131,6 +132,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     private_state_dir(config.server.state_dir)
     lock = hold_serve_lock(config.server.state_dir)  # noqa: F841  (held until the process ends)
     secret = load_or_create_secret(config.server.state_dir)
+    oplog.configure(config.server.log_format, config.server.log_addresses, secret)  # people by pseudonym
     store = Store(config.database_path, secret, timeout=config.server.commit_timeout, check=True)
     if store.sealed is not None:
         seq, head, problems = store.sealed
@@ -219,9 +221,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
 
 
 def run(config: Config, rules: RuleSet) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    oplog.configure(config.server.log_format, config.server.log_addresses)
 
     def announce(text: str) -> None:
         print(text, flush=True)

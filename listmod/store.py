@@ -22,10 +22,11 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
-# chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy)
+# chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
+# 7 remotes (each server's last success and failure, for `listmod status`)
 KEY_LENGTH = 32
 
 
@@ -82,6 +83,12 @@ def hold_serve_lock(state_dir: Path) -> int:
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _HELD_LOCKS[state_dir.resolve()] = fd
     return fd
+
+
+def release_serve_lock(state_dir: Path, fd: int) -> None:
+    """Give the lock back (a restore holds it only while it puts the store in place)."""
+    _HELD_LOCKS.pop(state_dir.resolve(), None)
+    os.close(fd)
 
 
 def load_or_create_secret(state_dir: Path) -> bytes:
@@ -172,6 +179,8 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
     db.table("people").create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
+    db.table("remotes").create({"remote": str, "last_ok": float, "last_failure": float, "last_error": str},
+                               pk="remote", if_not_exists=True)
     db.table("staff").create({"list": str, "role": str, "address": str}, pk=("list", "role", "address"),
                              if_not_exists=True)
     db.table("audit").create({

@@ -12,6 +12,8 @@ import sqlite3
 from conftest import DATA, LIST, post_bytes, wait_until
 from test_moderation import MODERATION, command_for, digests, reply, text_of
 
+from listmod.store import SCHEMA_VERSION
+
 OLD_STORE = DATA / "stores" / "3c3613f"
 
 
@@ -110,7 +112,7 @@ def test_a_store_made_by_3c3613f_is_upgraded_sealed_and_verifies(sink, make_daem
     d = _old_store_daemon(make_daemon, sink)
     d.start()
     assert "upgraded to the keyed audit chain" in d.log()
-    assert d.db().execute("PRAGMA user_version").fetchone()[0] == 6
+    assert d.db().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     verified = json.loads(d.cli("audit", "verify", "--json").stdout)
     assert verified["ok"] and verified["sealed"] == old_head[0] == 8, verified
     records = d.cli_json("audit")

@@ -44,7 +44,8 @@ def test_delivery_imports_neither_intake_nor_moderation():
 
 
 def test_the_shared_modules_import_none_of_the_stages():
-    shared = [p for p in PACKAGE.glob("*.py") if p.stem not in ("cli", "daemon", "__main__")]
+    # the daemon's wiring and the command line (with doctor, which reaches every server) use all stages
+    shared = [p for p in PACKAGE.glob("*.py") if p.stem not in ("cli", "daemon", "doctor", "__main__")]
     for path in shared:
         wrong = {n for n in imported_modules(path)
                  if n.startswith(("listmod.intake", "listmod.delivery", "listmod.moderation"))}

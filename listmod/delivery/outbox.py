@@ -27,6 +27,7 @@ from .. import audit
 from ..config import Config, ListConfig
 from ..kinds import OutboxKind
 from ..notices import undelivered_notice
+from ..oplog import event, who
 from ..posts import article_failed, enqueue_notice, find_post
 from ..rawmail import crlf_lines, split_message
 from ..store import GroupWriter, Store, StoreError, immediate
@@ -515,12 +516,8 @@ class Outbox:
                        "aside (`listmod outbox --failed`)", len(batch), exc_info=True)
             why = f"internal error: {type(err).__name__}: {err}"[:500]
             outcomes, recorded = [Outcome(c, "failed", why) for c in batch], False
-        for o in outcomes:
-            if o.result == "failed":
-                log.warning("copy %d to %s failed: %s", o.copy.id, o.copy.recipient, o.detail)
-            elif o.result in ("retry", "refused"):
-                self.quiet(f"retry:{o.copy.kind}", logging.WARNING, "%s %d to %s not delivered yet (%s); "
-                           "it is tried again later", o.copy.kind, o.copy.id, o.copy.recipient, o.detail)
+        self._log_attempt(outcomes)
+        self._note_remotes(outcomes)
         delay = 1.0
         while not recorded:
             # what the server answered must be recorded as it was: a 250 never becomes a retry,
@@ -534,6 +531,49 @@ class Outbox:
                            "trying again in %.0fs", len(outcomes), err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    def _remote(self, copy: Copy) -> str:
+        """Where a row goes, as the log names it (host:port, or the local Maildir)."""
+        if copy.kind == OutboxKind.DIGEST:
+            imap = self.config.imap
+            return f"imap {imap.host}:{imap.port}" if imap and copy.recipient.startswith("imap:") else "maildir"
+        if copy.kind == OutboxKind.ARTICLE:
+            mlist = self._lists.get(copy.list)
+            server = mlist.news_server if mlist else None
+            return f"nntp {server.endpoint}" if server else "nntp ?"
+        outbound = self.config.outbound
+        return f"smtp {outbound.host}:{outbound.port}" if outbound else "maildir"
+
+    def _note_remotes(self, outcomes: list[Outcome]) -> None:
+        """Each remote's last success and last failure, for `listmod status` (best effort)."""
+        at = time.time()
+        seen: dict[str, tuple[bool, str]] = {}
+        for o in outcomes:
+            ok = o.result == "sent"
+            remote = self._remote(o.copy)
+            if remote not in seen or not ok:
+                seen[remote] = (ok, "" if ok else o.detail[:500])
+
+        def note(conn: sqlite3.Connection) -> None:
+            for remote, (ok, error) in seen.items():
+                conn.execute("INSERT INTO remotes (remote, last_ok, last_failure, last_error) VALUES (?, ?, ?, ?) "
+                             f"ON CONFLICT(remote) DO UPDATE SET {'last_ok' if ok else 'last_failure'} = excluded."
+                             f"{'last_ok' if ok else 'last_failure'}{'' if ok else ', last_error = excluded.last_error'}",
+                             (remote, at if ok else None, None if ok else at, error))
+        self.writer.submit(note)
+
+    def _log_attempt(self, outcomes: list[Outcome]) -> None:
+        """One line per outcome of a delivery attempt (a batch shares its line): sent at INFO, the
+        rest at WARNING, with the remote and its answer; recipients by pseudonym."""
+        groups: dict[tuple[str, str], list[Outcome]] = {}
+        for o in outcomes:
+            groups.setdefault((o.result, o.detail), []).append(o)
+        for (result, detail), group in groups.items():
+            first = group[0].copy
+            event(log, logging.INFO if result == "sent" else logging.WARNING, "delivery", kind=first.kind,
+                  list=first.list, post=first.post, copies=len(group), result=result, remote=self._remote(first),
+                  to=who(first.recipient) if len(group) == 1 and first.kind != OutboxKind.DIGEST else None,
+                  attempt=first.attempts + 1, answer=detail[:300])
 
     # --- worker thread side ---
 

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import Config, ListConfig, ServerConfig
 from ..message import Post, parse
+from ..oplog import event, who
 from ..posts import Judged, PostRecord, record_intake
 from ..rules import Decision, OutOfSlice, RuleSet, decide
 from ..rules.context import build_context, context_json, thread_key
@@ -425,7 +426,7 @@ class IntakeHandler:
         except StoreError:
             return "451 4.3.0 The reply could not be stored; please try again later"
         except Exception:
-            log.exception("unexpected error while storing a moderation reply from %s", mail_from)
+            log.exception("unexpected error while storing a moderation reply from %s", who(mail_from))
             return "451 4.3.0 Internal error while storing the reply; please try again later"
         self.on_accepted()
         return f"250 2.0.0 Reply received for {mlist.address}; it is applied in a moment"
@@ -545,14 +546,19 @@ class IntakeHandler:
         try:
             records = await self._judge_and_store(raw, mail_from, rcpts, peer)
         except Refused as refused:
-            log.info("refused a message from %s: %s", mail_from or "<>", refused)
+            event(log, logging.INFO, "refused", sender=who(mail_from), peer=peer, lists=",".join(rcpts),
+                  answer=str(refused))
             return str(refused)
         except StoreError as err:
-            log.error("could not commit a message from %s: %s", mail_from or "<>", err)
+            event(log, logging.ERROR, "not-stored", sender=who(mail_from), peer=peer, lists=",".join(rcpts),
+                  error=str(err), answer="451 4.3.0")
             return "451 4.3.0 The message could not be stored; please try again later"
         except Exception:  # never crash, never lose: the sender will retry
-            log.exception("unexpected error while receiving a message from %s", mail_from or "<>")
+            log.exception("unexpected error while receiving a message from %s", who(mail_from))
             return "451 4.3.0 Internal error while storing the message; please try again later"
+        for r in records:
+            event(log, logging.INFO, "decision", list=r.list, post=r.short_id or r.id, action=r.action,
+                  rule=r.rule or "-", source=r.source, sender=who(r.sender), peer=peer)
         if any(r.state == "accepted" for r in records):
             self.on_accepted()
         return records

@@ -17,7 +17,7 @@ from email.message import Message
 from email.policy import compat32
 
 from .. import audit, tokens
-from ..config import ListConfig
+from ..config import Config, ListConfig
 from ..posts import PostRecord, enqueue_notice, held_posts
 from ..rawmail import crlf_lines
 from ..store import insert
@@ -233,6 +233,21 @@ def queue_digest(conn: sqlite3.Connection, digest: Digest, mlist: ListConfig, im
     if imap_folder is None and mail_moderators:
         for moderator in mlist.moderators:
             enqueue_notice(conn, None, mlist, moderator, digest.data, at)
+
+
+def make_digest(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, at: float,
+                force: bool = False) -> Digest | None:
+    """Build, record and queue a digest in one transaction (it is recorded if and only if it will
+    be delivered) when one is due, or (`force`, as `listmod digest send` asks) whenever posts are held."""
+    if not force and not digest_due(conn, mlist, at):
+        return None
+    digest = build_digest(conn, secret, mlist, config.server.hostname, at)
+    if digest is None:
+        return None
+    record_digest(conn, digest, at)
+    queue_digest(conn, digest, mlist, config.imap.digest_folder if config.imap else None,
+                 config.outbound is not None, at)
+    return digest
 
 
 def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:

@@ -16,7 +16,7 @@ from ..posts import prune_notice_log
 from ..store import GroupWriter, StoreError
 from ..supervise import QuietLog
 from .apply import expire_held, prepare_reply, process_reply, reply_failed
-from .digest import Digest, build_digest, digest_due, queue_digest, record_digest
+from .digest import Digest, make_digest
 
 log = logging.getLogger("listmod.moderation")
 
@@ -110,14 +110,4 @@ class ModerationWorker:
                 done += 1
 
     def _make(self, conn, mlist: ListConfig, now: float) -> Digest | None:
-        """Build, record and queue a digest in one transaction: it is recorded if and only if it
-        will be delivered."""
-        if not digest_due(conn, mlist, now):
-            return None
-        digest = build_digest(conn, self.secret, mlist, self.config.server.hostname, now)
-        if digest is None:
-            return None
-        record_digest(conn, digest, now)
-        folder = self.config.imap.digest_folder if self.config.imap else None
-        queue_digest(conn, digest, mlist, folder, self.config.outbound is not None, now)
-        return digest
+        return make_digest(conn, self.secret, self.config, mlist, now)
