@@ -214,6 +214,9 @@ class ServerConfig:
                                           'a list of addresses or networks such as ["127.0.0.0/8", "::1"]')
     max_commands_per_reply: int = key(20, _positive_int, "a whole number >= 1")
     held_notices_per_hour: int = key(3, _positive_int, "a whole number >= 1")
+    # STARTTLS on intake with this certificate chain and key (PEM); reloaded on SIGHUP
+    tls_cert: Path | None = path_key(None, "a PEM certificate chain file")
+    tls_key: Path | None = path_key(None, "a PEM private key file")
     # the operator's log: logfmt or JSON lines on stderr; people by pseudonym unless log_addresses
     log_format: str = key("logfmt", _log_format, '"logfmt" or "json"')
     log_addresses: bool = key(False, _bool, "true or false")
@@ -234,6 +237,10 @@ class OutboundConfig:
     # a 5xx for the whole transaction is retried this long
     refused_retry_for: float = key(3600.0, parse_duration, "a duration such as 1h")
     timeout: float = key(60.0, parse_duration, "a duration such as 60s")
+    # STARTTLS is used when configured or offered; the certificate is verified (against the system's
+    # CAs, or tls_ca_file) unless tls_verify = false
+    tls_verify: bool = key(True, _bool, "true or false")
+    tls_ca_file: Path | None = path_key(None, "a PEM file of CA certificates")
 
     def password(self) -> str | None:
         if self.password_file is None:
@@ -512,6 +519,13 @@ def read_config(path: Path) -> Config:
         s = {}
     r.check_keys("server", 0, s, SERVER_KEYS, "[server]")
     server = read_table(r, "server", 0, s, ServerConfig, base)
+    if (server.tls_cert is None) != (server.tls_key is None):
+        r.problem("server", 0, ("tls_cert" if server.tls_cert is None else "tls_key",),
+                  "tls_cert and tls_key go together: give both for STARTTLS, or neither")
+    for name in ("tls_cert", "tls_key"):
+        pem = getattr(server, name)
+        if pem is not None and not pem.exists():
+            r.problem("server", 0, (name,), f"{name} {str(pem)!r} does not exist")
     if server.smtp is None and server.lmtp is None and "server" in data:
         r.problem("server", 0, ("smtp",), "neither smtp nor lmtp is set; listmod would receive no mail")
 

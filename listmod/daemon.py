@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,19 @@ from .supervise import supervised
 from .tomlfile import ConfigError
 
 log = logging.getLogger("listmod.daemon")
+
+
+def server_tls_context(server) -> ssl.SSLContext | None:
+    """STARTTLS on intake (TLS 1.2 or newer) when tls_cert and tls_key are set; a bad pair stops the start."""
+    if server.tls_cert is None or server.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(server.tls_cert, server.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        raise StartupError(f"cannot load tls_cert {server.tls_cert} with tls_key {server.tls_key}: {err}") from None
+    return context
 
 
 def seed_demo_members(store: Store, config: Config) -> list[str]:
@@ -108,6 +122,13 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
 
     async def hangup() -> None:
         await book.reload()
+        if tls is not None and config.server.tls_cert and config.server.tls_key:
+            try:  # the next handshakes use the renewed certificate
+                tls.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+                log.info("SIGHUP: the TLS certificate %s was reloaded", config.server.tls_cert)
+            except (OSError, ssl.SSLError) as err:
+                log.error("SIGHUP: the TLS certificate %s could not be loaded (%s); the old one stays",
+                          config.server.tls_cert, err)
         if config.path is None:
             return
         try:
@@ -166,6 +187,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     except (NotImplementedError, RuntimeError):
         pass
     limits = ClientLimits(config.server)  # shared by SMTP and LMTP: one machine, one budget
+    tls = server_tls_context(config.server)  # STARTTLS on intake, when a certificate is configured
     judges = ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
 
     def factory(lmtp: bool):
@@ -174,7 +196,7 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         cls = ListmodLMTP if lmtp else ListmodSMTP
         return lambda: cls(handler, hostname=config.server.hostname,
                            data_size_limit=config.server.max_message_size,
-                           enable_SMTPUTF8=True, ident="listmod ESMTP", loop=loop)
+                           enable_SMTPUTF8=True, ident="listmod ESMTP", loop=loop, tls_context=tls)
 
     servers = []
     try:

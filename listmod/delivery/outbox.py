@@ -9,10 +9,12 @@ rows found in 'sending' at start-up are sent again, as Postfix does.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import smtplib
 import sqlite3
+import ssl
 import threading
 import time
 import zlib
@@ -117,6 +119,23 @@ class MaildirSink:
         pass
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def client_tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    """TLS as a client: the server's certificate and name verified (system CAs, or ca_file), unless
+    `verify` is false (then encrypted but unauthenticated, as the operator chose)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class SmtpSink:
     """One persistent SMTP connection to the smarthost, used by one worker thread."""
 
@@ -127,11 +146,20 @@ class SmtpSink:
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
+        """A connection to the smarthost: STARTTLS when configured or offered, its certificate
+        verified unless tls_verify = false; a login only over TLS or to a loopback server."""
         o = self.outbound
         conn = smtplib.SMTP(o.host, o.port, local_hostname=self.hostname, timeout=o.timeout)
-        if o.starttls:
-            conn.starttls()
+        conn.ehlo()
+        encrypted = False
+        if o.starttls or conn.has_extn("starttls"):
+            conn.starttls(context=client_tls_context(o.tls_verify, o.tls_ca_file))
             conn.ehlo()
+            encrypted = True
+        if o.username and not encrypted and not _loopback(o.host):
+            conn.close()
+            raise smtplib.SMTPException(f"the smarthost {o.host}:{o.port} offers no STARTTLS; listmod does not "
+                                        "send the password in clear over the network")
         if o.username:
             conn.login(o.username, o.password() or "")
         return conn
