@@ -217,6 +217,8 @@ class ServerConfig:
     # STARTTLS on intake with this certificate chain and key (PEM); reloaded on SIGHUP
     tls_cert: Path | None = path_key(None, "a PEM certificate chain file")
     tls_key: Path | None = path_key(None, "a PEM private key file")
+    # Prometheus metrics over HTTP at /metrics (keep it on loopback or behind your scraper's network)
+    metrics: Endpoint | None = key(None, _endpoint, '"HOST:PORT" such as "127.0.0.1:9105", or "" for none')
     # the operator's log: logfmt or JSON lines on stderr; people by pseudonym unless log_addresses
     log_format: str = key("logfmt", _log_format, '"logfmt" or "json"')
     log_addresses: bool = key(False, _bool, "true or false")

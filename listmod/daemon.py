@@ -199,6 +199,15 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                            enable_SMTPUTF8=True, ident="listmod ESMTP", loop=loop, tls_context=tls)
 
     servers = []
+    metrics_server = None
+    if config.server.metrics is not None:
+        from . import metrics
+        try:
+            metrics_server = metrics.serve(config.server.metrics.host, config.server.metrics.port,
+                                           config.database_path)
+        except OSError as err:
+            raise StartupError(f"cannot serve metrics on {config.server.metrics}: {err.strerror}") from None
+        oplog.listen(metrics.observe)
     try:
         for endpoint, lmtp in ((config.server.smtp, False), (config.server.lmtp, True)):
             if endpoint is not None:
@@ -232,6 +241,10 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
     finally:
         for server in servers:
             server.close()
+        if metrics_server is not None:
+            oplog.listen(None)
+            metrics_server.shutdown()
+            metrics_server.server_close()
         outbox.close()
         judges.shutdown(wait=True)
         writer.stop()

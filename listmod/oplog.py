@@ -10,11 +10,12 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .audit import pseudonym
 
-_state: dict[str, Any] = {"secret": b"", "addresses": False}
+_state: dict[str, Any] = {"secret": b"", "addresses": False, "listener": None}
 
 
 def configure(log_format: str = "logfmt", log_addresses: bool = False, secret: bytes = b"",
@@ -41,9 +42,23 @@ def who(address: str | None) -> str:
     return "p:" + pseudonym(_state["secret"], address)[:12]
 
 
+def listen(listener: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """Have every event counted too (metrics.observe), or no longer (None)."""
+    _state["listener"] = listener
+
+
+def count(name: str, **fields: Any) -> None:
+    """An event for the listener only (when the log has its own wording for it)."""
+    listener = _state["listener"]
+    if listener is not None:
+        listener(name, fields)
+
+
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     """One structured line: event=NAME and the fields, in the order given (None values left out)."""
-    logger.log(level, name, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+    kept = {k: v for k, v in fields.items() if v is not None}
+    logger.log(level, name, extra={"fields": kept})
+    count(name, **kept)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..config import Config, ListConfig, ServerConfig
 from ..message import Post, parse
+from ..metrics import JUDGE_SECONDS, received
 from ..oplog import event, who
 from ..posts import Judged, PostRecord, record_intake
 from ..rules import Decision, OutOfSlice, RuleSet, decide
@@ -435,7 +436,15 @@ class IntakeHandler:
               first_slice: bool = False) -> tuple[Post, list[Judged]]:
         """Parse and judge within the message's time budget; raises Refused when the message breaks
         an intake limit. `first_slice`: only INLINE_SLICE seconds, then OutOfSlice."""
-        deadline = time.monotonic() + (INLINE_SLICE if first_slice else self.config.server.judge_budget)
+        started = time.monotonic()
+        deadline = started + (INLINE_SLICE if first_slice else self.config.server.judge_budget)
+        try:
+            return self._judge(raw, mail_from, rcpt_tos, deadline, first_slice)
+        finally:
+            JUDGE_SECONDS.observe(time.monotonic() - started)
+
+    def _judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str], deadline: float,
+               first_slice: bool) -> tuple[Post, list[Judged]]:
         check_shape(raw, self.config.server)
         post = parse(raw, mail_from)
         check_mime(post, self.config.server)
@@ -556,6 +565,7 @@ class IntakeHandler:
         except Exception:  # never crash, never lose: the sender will retry
             log.exception("unexpected error while receiving a message from %s", who(mail_from))
             return "451 4.3.0 Internal error while storing the message; please try again later"
+        received()
         for r in records:
             event(log, logging.INFO, "decision", list=r.list, post=r.short_id or r.id, action=r.action,
                   rule=r.rule or "-", source=r.source, sender=who(r.sender), peer=peer)

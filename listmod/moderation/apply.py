@@ -4,6 +4,7 @@ Also the expiry of posts nobody decided."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -13,6 +14,7 @@ from .. import audit, tokens
 from ..config import Config, ListConfig
 from ..message import Post, parse
 from ..notices import new_notice, not_a_moderator_notice
+from ..oplog import event, who
 from ..posts import (
     PostNotFound,
     decide_held,
@@ -25,6 +27,7 @@ from ..rules.context import dkim_pass_domains
 from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, refuse, shown
 from .replies import CommandLine, commands_in
 
+log = logging.getLogger("listmod.moderation")
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
@@ -223,6 +226,10 @@ def process_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: 
     prepared = prepared or prepare_reply(raw)
     receipt = apply_reply(conn, secret, config, raw, via_list=via_list, at=at, prepared=prepared)
     send_receipts(conn, receipt, config, raw, at, reply=prepared.post)
+    if not receipt.ignored:
+        event(log, logging.INFO, "reply", list=",".join(sorted(receipt.lists)) or "-", sender=who(receipt.moderator),
+              verified=not receipt.unverified, applied=sum(r.applied for r in receipt.results),
+              refused=sum(not r.applied for r in receipt.results) if not receipt.unverified else len(prepared.commands))
     return receipt
 
 

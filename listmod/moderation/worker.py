@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..config import Config, ListConfig
 from ..intake.inbox import pending_replies, settle_reply
+from ..oplog import event
 from ..posts import prune_notice_log
 from ..store import GroupWriter, StoreError
 from ..supervise import QuietLog
@@ -70,9 +71,8 @@ class ModerationWorker:
             if digest is not None:
                 sent.append(digest)
                 self.wake_outbox()
-                log.info("digest of %d held post(s) for %s queued (%d bytes%s)", len(digest.posts),
-                         digest.list, len(digest.data),
-                         f"; {digest.deferred} wait for the next one" if digest.deferred else "")
+                event(log, logging.INFO, "digest", list=digest.list, posts=len(digest.posts), bytes=len(digest.data),
+                      deferred=digest.deferred or None)
         return sent
 
     async def apply_replies(self) -> int:

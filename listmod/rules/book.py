@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from ..oplog import count
 from ..tomlfile import ConfigError
 from .loader import load_rules
 from .model import RuleSet
@@ -71,6 +72,7 @@ class RuleBook:
         except ConfigError as err:
             log.error("the changed rules were refused; the rule set %s stays in force:\n%s",
                       self.current.digest[:12], err)
+            count("rules-reload", result="refused")
             if err.problems != self._refused:  # tell the owners once per broken version
                 self._refused = err.problems
                 self.on_refused(err)
@@ -81,4 +83,5 @@ class RuleBook:
                      len(new.rules), self.current.digest[:12])
             self.current = new
             self.on_swapped(new)
+            count("rules-reload", result="ok")
         return True
