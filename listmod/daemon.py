@@ -34,6 +34,7 @@ from .supervise import supervised
 from .tomlfile import ConfigError
 
 log = logging.getLogger("listmod.daemon")
+SHUTDOWN_GRACE = 10.0  # seconds the connected clients get to finish their transactions at a stop
 
 
 def server_tls_context(server) -> ssl.SSLContext | None:
@@ -233,6 +234,11 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                 await asyncio.wait_for(server.wait_closed(), timeout=10)
             except TimeoutError:
                 pass
+        # the transactions in flight finish (on 3.11 wait_closed does not wait for connections): the
+        # clients still connected get up to SHUTDOWN_GRACE to end theirs, then they are cut off
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while limits.open_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await outbox_task
         await watch_task
         await moderation_task

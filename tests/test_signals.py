@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import smtplib
 import subprocess
+import time
 
 import pytest
 from conftest import LIST, LISTMOD, _env, post_bytes, wait_until
@@ -24,6 +25,8 @@ def test_sigterm_lets_the_transaction_in_flight_finish_and_exits_0(sink, make_da
         s.mail("alice@example.org")
         s.rcpt(LIST)
         d.proc.send_signal(signal.SIGTERM)          # mid-transaction
+        wait_until(lambda: "stopping" in d.log(), 10, "the daemon to begin stopping")
+        time.sleep(1.5)                             # longer than any of its tasks takes to wind down
         code, _ = s.data(post_bytes(message_id="<inflight@test>"))
     assert code == 250
     assert d.proc.wait(30) == 0

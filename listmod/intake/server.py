@@ -101,6 +101,10 @@ class ClientLimits:
         self.connections[host] = count
         return count <= self.per_ip or self.is_trusted(host)
 
+    @property
+    def open_connections(self) -> int:
+        return sum(self.connections.values())
+
     def close(self, host: str) -> None:
         count = self.connections.get(host, 1) - 1
         if count > 0:
