@@ -132,6 +132,14 @@ def _log_format(value: Any) -> str:
     return value
 
 
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(" or ".join(f'"{c}"' for c in choices))
+        return value
+    return parse
+
+
 def _action(value: Any) -> str:
     if value not in ACTIONS_FOR_DEFAULTS:
         raise ValueError(" | ".join(f'"{a}"' for a in ACTIONS_FOR_DEFAULTS))
@@ -222,6 +230,10 @@ class ServerConfig:
     # the operator's log: logfmt or JSON lines on stderr; people by pseudonym unless log_addresses
     log_format: str = key("logfmt", _log_format, '"logfmt" or "json"')
     log_addresses: bool = key(False, _bool, "true or false")
+    # a post a rule rejects, received over LMTP: "reply" answers 550 (the MTA then bounces it to the
+    # envelope sender); "notice" answers 250 and listmod mails the poster its own notice, at most
+    # held_notices_per_hour per address (behind Postfix after-queue: see docs/postfix.md)
+    lmtp_rejects: str = key("reply", _one_of("reply", "notice"), '"reply" or "notice"')
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,10 @@ def _new_short_id(conn: sqlite3.Connection) -> str:
 def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelope_from: str,
                   rcpt_tos: list[str], peer: str, post: Post, judged: list[Judged],
                   at: float | None = None, hostname: str = "localhost",
-                  notices_per_hour: int = 3) -> list[PostRecord]:
+                  notices_per_hour: int = 3, reject_by_notice: bool = False) -> list[PostRecord]:
     """Store the message, each list's decision and its audit record; queue accepted copies.
+    `reject_by_notice`: a rejection is answered 250 and the poster is mailed a notice (LMTP behind
+    an MTA's queue, which would otherwise bounce the 550); newsgroup lists always reject so.
 
     Runs inside the caller's transaction: all of it is committed together, or none of it.
     """
@@ -115,9 +117,11 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         record = PostRecord(post_id, item.mlist.address, short_id, state, d.action, d.rule_id,
                             d.source, d.actor, d.reason, post.sender, post.subject, post.message_id,
                             at, None if state == PostState.HELD else at, message)
-        if state == PostState.REJECTED and item.mlist.news_server is not None and post.sender:
+        if state == PostState.REJECTED and post.sender and (
+                item.mlist.news_server is not None
+                or (reject_by_notice and may_notify(conn, post.sender, at, notices_per_hour))):
             # a submission comes through the news server's mailer, which would bounce a 550 to
-            # itself: the poster hears the reason by mail instead
+            # itself, and an MTA's queue (LMTP) likewise: the poster hears the reason by mail instead
             enqueue_notice(conn, post_id, item.mlist, post.sender,
                            rejection_notice(item.mlist, record, d.reason, hostname), at)
         records.append(record)

@@ -281,3 +281,185 @@ data = sys.stdin.buffer.read().replace(b"\\r\\n", b"\\n").replace(b"\\n", b"\\r\
 with smtplib.SMTP("127.0.0.1", int((home / "etc/mailer-port").read_text()), timeout=30) as s:
     s.sendmail("news@loopback.test", sys.argv[1:], data)
 """
+
+
+POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None)
+
+_POSTFIX_SERVICES = """\
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class Postfix:
+    """A throwaway Postfix on loopback with its own config, queue and log under one directory
+    (`postfix -c DIR/etc`; /etc/postfix is read only for its file lists). Everything it does not
+    hand to a transport of its own goes to `relayhost` (the test's sink). `main` and `master` are
+    added to a minimal main.cf and to the internal services of master.cf. As root, the data
+    directory is chowned to `postfix`, which is the only quirk of running it there."""
+
+    def __init__(self, relayhost_port: int, main: str = "", master: str = ""):
+        self.dir = Path(tempfile.mkdtemp(prefix="listmod-postfix-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.relayhost_port, self.main, self.master = relayhost_port, main, master
+
+    @property
+    def config_dir(self) -> Path:
+        return self.dir / "etc"
+
+    def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        assert POSTFIX is not None
+        return subprocess.run([POSTFIX, "-c", str(self.config_dir), *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60, check=check)
+
+    def start(self) -> None:
+        if POSTFIX is None:  # a real-server test fails, never skips, when its server cannot start
+            raise RuntimeError("postfix is not installed: `make test` installs it (.ci/install-servers "
+                               "runs apt-get install postfix as root)")
+        d = self.dir
+        for sub in ("etc", "queue", "data"):
+            (d / sub).mkdir(exist_ok=True)
+        if os.getuid() == 0:
+            os.chown(d / "data", pwd.getpwnam("postfix").pw_uid, -1)
+        (d / "etc/main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+myhostname = mx.example.test
+mydomain = example.test
+myorigin = example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{self.relayhost_port}
+smtp_tls_security_level = none
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = yes
+maximal_queue_lifetime = 1h
+bounce_queue_lifetime = 1h
+{self.main}
+""")
+        (d / "etc/master.cf").write_text(self.master + "\n" + _POSTFIX_SERVICES)
+        self._postfix("start")
+        ports = [int(line.split()[0].rsplit(":", 1)[1]) for line in self.master.splitlines()
+                 if line and not line[0].isspace() and " inet " in f" {line} "]
+        deadline = time.monotonic() + 20
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"postfix did not listen on {port}: {self.log()[-2000:]}") from None
+                    time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.dir / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def queued(self) -> list[str]:
+        """The queue files of messages Postfix still holds (bounces included) — empty when all went."""
+        queue = self.dir / "queue"
+        return [str(p.relative_to(queue)) for sub in ("maildrop", "incoming", "active", "deferred", "hold")
+                for p in (queue / sub).rglob("*") if p.is_file()]
+
+    def stop(self) -> None:
+        pidfile = self.dir / "queue/pid/master.pid"
+        if not pidfile.exists() or not pidfile.read_text().strip():
+            return
+        pid = int(pidfile.read_text().strip())
+        self._postfix("stop", check=False)
+        _wait_for_exit(pid, 15)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+OPENDKIM = shutil.which("opendkim") or ("/usr/sbin/opendkim" if Path("/usr/sbin/opendkim").exists() else None)
+
+
+class OpenDkim:
+    """OpenDKIM as a milter on 127.0.0.1:PORT, verifying only: it writes Authentication-Results
+    under `authserv_id`. Public keys come from a file (`TestPublicKeys`) in place of DNS, the
+    one test-only setting; everything else is as a Postfix host would configure it."""
+
+    def __init__(self, port: int, authserv_id: str, public_keys: dict[str, str]):
+        self.port, self.authserv_id, self.public_keys = port, authserv_id, public_keys
+        self.dir = Path(tempfile.mkdtemp(prefix="listmod-opendkim-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if OPENDKIM is None:  # a real-server test fails, never skips, when its server cannot start
+            raise RuntimeError("opendkim is not installed: `make test` installs it (.ci/install-servers "
+                               "runs apt-get install opendkim as root)")
+        d = self.dir
+        (d / "keys").write_text("".join(f"{name} {record}\n" for name, record in self.public_keys.items()))
+        user = "opendkim" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        (d / "opendkim.conf").write_text(f"""\
+Mode v
+Socket inet:{self.port}@127.0.0.1
+AuthservID {self.authserv_id}
+TestPublicKeys {d}/keys
+UserID {user}
+PidFile {d}/opendkim.pid
+Syslog no
+LogResults yes
+AlwaysAddARHeader yes
+""")
+        os.chmod(d / "keys", 0o644)
+        log = open(d / "opendkim.log", "wb")
+        self.proc = subprocess.Popen([OPENDKIM, "-f", "-x", str(d / "opendkim.conf")],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"opendkim did not listen on {self.port}: "
+                                       f"{(d / 'opendkim.log').read_text(errors='replace')[-2000:]}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -134,7 +134,16 @@ class ListDirectory:
         self._news_lists = sum(1 for m in config.lists if m.news_server)
 
     def lookup(self, address: str) -> Recipient | None:
-        return self._by_address.get(address.strip().strip("<>").lower())
+        """The list an address belongs to. A bounce address may carry an extension after `+`
+        (LIST-bounces+alice=example.org@host, VERP), which names the member, not another list."""
+        key = address.strip().strip("<>").lower()
+        found = self._by_address.get(key)
+        if found is None and "+" in key:
+            local, _, domain = key.rpartition("@")
+            base = self._by_address.get(f"{local.split('+', 1)[0]}@{domain}")
+            if base is not None and base.role == "bounces":
+                return base
+        return found
 
     def crosspost_deputies(self, post: Post, rcpt_tos: list[str]) -> set[str]:
         """A submission cross-posted to groups that several of our lists moderate, sent to them
@@ -386,6 +395,7 @@ class IntakeHandler:
         self.secret = secret
         self.on_accepted = on_accepted
         self.lmtp = lmtp
+        self.rejects_by_notice = lmtp and config.server.lmtp_rejects == "notice"
         self.directory = ListDirectory(config)
         self.limits = limits or ClientLimits(config.server)
         self.judges = judges or ThreadPoolExecutor(2, thread_name_prefix="listmod-judge")
@@ -505,7 +515,7 @@ class IntakeHandler:
                                   and t.mlist.news_server), "") if news and record is None else ""
                     # a cross-post that another of our newsgroup lists judged gets no decision of its own
                     answers[address] = (f"250 2.0.0 Cross-posted: judged once, by {judge}" if judge
-                                        else _answer(record, news=news))
+                                        else _answer(record, by_notice=news or self.rejects_by_notice))
         if self.lmtp:
             return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
         if replies and not posts:
@@ -532,7 +542,7 @@ class IntakeHandler:
         return self.writer.submit(lambda conn: record_intake(
             conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
             post=post, judged=judged, hostname=self.config.server.hostname,
-            notices_per_hour=self.config.server.held_notices_per_hour))
+            notices_per_hour=self.config.server.held_notices_per_hour, reject_by_notice=self.rejects_by_notice))
 
     def _judge_and_commit(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str,
                           done: concurrent.futures.Future) -> None:
@@ -578,11 +588,12 @@ class IntakeHandler:
         return records
 
 
-def _answer(record: PostRecord | None, news: bool = False) -> str:
+def _answer(record: PostRecord | None, by_notice: bool = False) -> str:
     if record is None:
         return "250 2.0.0 OK"
-    if record.state == "rejected" and news:
-        return _reply("250", "2.0.0", f"Rejected; the poster is told by mail: {record.reason}")
+    if record.state == "rejected" and by_notice:
+        told = "the poster is told by mail" if record.sender else "nobody to tell (null sender)"
+        return _reply("250", "2.0.0", f"Rejected; {told}: {record.reason}")
     if record.state == "rejected":
         return _reply("550", "5.7.1", record.reason)
     if record.state == "held":
