@@ -49,7 +49,7 @@ class Area(StrEnum):
 
 
 POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "undelivered",
-                "reply-failed")
+                "reply-failed", "dmarc-mitigated")
 PEOPLE_ACTIONS = ("member-added", "member-removed", "trusted", "banned", "standing-cleared",
                   "outbox-retry")
 CONFIG_ACTIONS = ("config-loaded", "rules-loaded", "moderator-added", "moderator-removed",

@@ -87,6 +87,39 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _endpoints(value: Any) -> tuple[Endpoint, ...]:
+    if not isinstance(value, list):
+        raise TypeError
+    return tuple(e for e in (_endpoint(v) for v in value) if e is not None)
+
+
+def _archives(value: Any) -> tuple[str, ...]:
+    """Where accepted posts are also sent: mail addresses, or "maildir:/absolute/path"."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError
+    out = []
+    for v in value:
+        if v.startswith("maildir:"):
+            if not Path(v[len("maildir:"):]).is_absolute():
+                raise ValueError(f"{v!r}: write a Maildir as maildir:/absolute/path")
+            out.append(v)
+        else:
+            out.append(normalize_address(v))
+    return tuple(out)
+
+
+def _url_template(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    if value and "{message_id}" not in value:
+        raise ValueError("the URL must contain {message_id}, e.g. \"https://lists.example.org/dev/{message_id}/\"")
+    try:
+        value.format(message_id="x")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("the only placeholder is {message_id}") from None
+    return value
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError
@@ -234,6 +267,8 @@ class ServerConfig:
     # envelope sender); "notice" answers 250 and listmod mails the poster its own notice, at most
     # held_notices_per_hour per address (behind Postfix after-queue: see docs/postfix.md)
     lmtp_rejects: str = key("reply", _one_of("reply", "notice"), '"reply" or "notice"')
+    # DNS servers for DMARC lookups, as "HOST:PORT"; none: the system's (/etc/resolv.conf)
+    nameservers: tuple[Endpoint, ...] = key((), _endpoints, 'a list of "HOST:PORT" such as ["127.0.0.1:53"]')
 
 
 @dataclass(frozen=True)
@@ -284,6 +319,14 @@ class ListConfig:
     nntps: bool = key(False, _bool, "true or false")           # NNTP over TLS (RFC 4642), port 563 by default
     allow_control: bool = key(False, _bool, "true or false")   # approved articles may keep Control/Supersedes
     digest_max_size: int = key(5 * 1024 * 1024, parse_size, "a size such as 5MB")  # the rest wait
+    # when the From domain publishes DMARC p=reject or p=quarantine: "munge" the From to the list's
+    # address, or "wrap" the post in a message from the list; the poster's address goes to Reply-To
+    dmarc_mitigation: str = key("none", _one_of("none", "munge", "wrap"), '"none", "munge" or "wrap"')
+    dkim_selector: str = key("", _string, 'a DKIM selector such as "list2026"')  # sign copies as d=<list domain>
+    dkim_key: Path | None = path_key(None, "a PEM private key file")
+    archive: tuple[str, ...] = key((), _archives, 'a list of mail addresses or "maildir:/absolute/path"')
+    archive_url: str = key("", _string, "the archive's URL")                   # List-Archive
+    archived_at: str = key("", _url_template, 'a URL with {message_id}')       # Archived-At of each post
 
     @property
     def moderation_address(self) -> str:
@@ -496,6 +539,21 @@ def read_table(r: _Reader, table: str, index: int, data: dict[str, Any], cls: ty
     return cls(**values)
 
 
+def _check_dkim(r: _Reader, i: int, mlist: ListConfig) -> None:
+    if bool(mlist.dkim_selector) != (mlist.dkim_key is not None):
+        r.problem("list", i, ("dkim_selector" if not mlist.dkim_selector else "dkim_key",),
+                  "dkim_selector and dkim_key go together: give both to sign the list's copies, or neither")
+    elif mlist.dkim_key is not None:
+        try:
+            pem = mlist.dkim_key.read_bytes()
+        except OSError as err:
+            r.problem("list", i, ("dkim_key",), f"dkim_key {str(mlist.dkim_key)!r} cannot be read: {err.strerror}")
+        else:
+            if b"PRIVATE KEY-----" not in pem:
+                r.problem("list", i, ("dkim_key",), f"dkim_key {str(mlist.dkim_key)!r} is not a PEM private key "
+                          "(make one with: openssl genrsa -out dkim.key 2048)")
+
+
 def _check_password_file(r: _Reader, table: str, i: int, key: str, path: Path | None, whose: str) -> None:
     if path is not None and not path.exists():
         r.problem(table, i, (key,), f"{key} {str(path)!r} does not exist; create it with the {whose} "
@@ -582,6 +640,7 @@ def read_config(path: Path) -> Config:
         seen[address] = i
         lists.append(read_table(r, "list", i, item, ListConfig, base, address=address))
         _check_news(r, i, item, lists[-1])
+        _check_dkim(r, i, lists[-1])
     if not lists and not r.problems:
         r.problem("", 0, (), "no [[list]] is configured; add one with at least address = \"name@example.org\"")
     if r.problems:

@@ -129,7 +129,8 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
 
 
 def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at: float) -> int:
-    """One outbox row per recipient copy: the roster at this moment, or the relay address; for a
+    """One outbox row per recipient copy: the roster at this moment, or the relay address, and the
+    list's archives (an address, or maildir:/path); for a
     list that moderates newsgroups, one row for the one POST of the article to its news server."""
     if mlist.news_server is not None:
         conn.execute(
@@ -143,6 +144,7 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
     else:
         recipients = [r[0] for r in conn.execute(
             "SELECT address FROM members WHERE list = ? ORDER BY address", (mlist.address,))]
+    recipients += [a for a in mlist.archive if a not in recipients]  # the archives get the same copy
     conn.executemany(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
         "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",

@@ -22,11 +22,12 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
-# 7 remotes (each server's last success and failure, for `listmod status`)
+# 7 remotes (each server's last success and failure, for `listmod status`); 8 posts.dmarc (the
+# DMARC mitigation chosen for a post's copies: NULL not yet, '' none, 'munge' or 'wrap')
 KEY_LENGTH = 32
 
 
@@ -153,7 +154,7 @@ def _schema(db: sqlite_utils.Database) -> None:
         "created_at": float, "done_at": float,
     }, pk="id", if_not_exists=True)
     for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str),
-                         ("excerpt", str), ("parsed", int)):
+                         ("excerpt", str), ("parsed", int), ("dmarc", str)):
         if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
             db.table("posts").add_column(column, kind)
     db.table("members").create({"list": str, "address": str, "added_at": float},

@@ -463,3 +463,52 @@ AlwaysAddARHeader yes
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None)
+
+
+class DnsServer:
+    """dnsmasq answering on 127.0.0.1:PORT (UDP and TCP) for the given TXT records only: no
+    upstream, no /etc/hosts, nothing else answered (NXDOMAIN for the rest of the test domains)."""
+
+    def __init__(self, port: int, txt: dict[str, str], domains: tuple[str, ...]):
+        self.port, self.txt, self.domains = port, txt, domains
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if DNSMASQ is None:  # a real-server test fails, never skips, when its server cannot start
+            raise RuntimeError("dnsmasq is not installed: `make test` installs it (.ci/install-servers "
+                               "runs apt-get install dnsmasq-base as root)")
+        args = [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--pid-file=",
+                f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-",
+                "--log-queries", *[f"--local=/{d}/" for d in self.domains],
+                *[f"--txt-record={name},{value}" for name, value in self.txt.items()]]
+        if os.getuid() == 0:
+            args.append("--user=nobody")
+        fd, name = tempfile.mkstemp(prefix="listmod-dnsmasq-", suffix=".log")
+        self.log_path = Path(name)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT)
+        os.close(fd)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dnsmasq did not listen on {self.port}: {self.log()[-2000:]}") from None
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_path.unlink(missing_ok=True)

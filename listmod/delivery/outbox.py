@@ -36,13 +36,15 @@ from ..store import GroupWriter, Store, StoreError, immediate
 from ..supervise import QuietLog
 from ..tomlfile import format_duration
 from .articles import approved_article, article_message_id
+from .dkimsign import Signer
+from .dmarc import PolicyLookup, from_address, munged, wrapped
 from .nntp import NntpClient, NntpError, judge_post_reply
 
 log = logging.getLogger("listmod.delivery")
 
 REPLACED_HEADERS = {b"list-id", b"list-post", b"list-unsubscribe", b"list-help", b"list-owner",
-                    b"list-subscribe", b"list-archive", b"precedence", b"x-loop", b"return-path",
-                    b"delivered-to"}
+                    b"list-subscribe", b"list-archive", b"archived-at", b"precedence", b"x-loop",
+                    b"return-path", b"delivered-to"}
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,32 @@ class Outcome:
     detail: str = ""
 
 
-def list_headers(mlist: ListConfig) -> list[bytes]:
+def list_headers(mlist: ListConfig, message_id: str = "") -> list[bytes]:
     unsubscribe_to = mlist.owner or mlist.owner_alias
     subject = quote(f"unsubscribe {mlist.address}")
-    return [
+    lines = [
         f"List-Id: <{mlist.list_id}>".encode(),
         f"List-Post: <mailto:{mlist.address}>".encode(),
         f"List-Unsubscribe: <mailto:{unsubscribe_to}?subject={subject}>".encode(),
         f"List-Owner: <mailto:{unsubscribe_to}>".encode(),
-        b"Precedence: list",
-        f"X-Loop: {mlist.address}".encode(),
     ]
+    if mlist.archive_url:
+        lines.append(f"List-Archive: <{mlist.archive_url}>".encode())
+    if mlist.archived_at and message_id:  # RFC 5064
+        lines.append(f"Archived-At: <{archived_at(mlist, message_id)}>".encode())
+    return [*lines, b"Precedence: list", f"X-Loop: {mlist.address}".encode()]
 
 
-def list_copy(raw: bytes, mlist: ListConfig) -> bytes:
-    """The post as members receive it: list headers set (RFC 2369/2919), the rest byte for byte."""
+def archived_at(mlist: ListConfig, message_id: str) -> str:
+    """The archive's URL of one post: the template with the Message-ID (without <>) URL-quoted."""
+    return mlist.archived_at.format(message_id=quote(message_id.strip().strip("<>"), safe="@!$&'()*+,;=-._~"))
+
+
+def list_copy(raw: bytes, mlist: ListConfig, message_id: str = "") -> bytes:
+    """The post as members receive it: list headers set (RFC 2369/2919/5064), the rest byte for byte."""
     fields, _sep, body = split_message(raw)
     kept = [f for f in fields if f and f.split(b":", 1)[0].strip().lower() not in REPLACED_HEADERS]
-    lines = kept + list_headers(mlist)
+    lines = kept + list_headers(mlist, message_id)
     return b"\r\n".join(lines) + b"\r\n\r\n" + crlf_lines(body)
 
 
@@ -464,6 +474,9 @@ class Outbox:
         self._lists = {m.address: m for m in config.lists}
         self.journal: DeliveryJournal | None = None
         self.quiet = QuietLog(log)
+        self.policies = PolicyLookup(config.server.nameservers)
+        self.signers = {m.address: Signer(m.domain, m.dkim_selector, m.dkim_key)
+                        for m in config.lists if m.dkim_key is not None and m.dkim_selector}
 
     def wake(self) -> None:
         self._wake.set()
@@ -569,6 +582,8 @@ class Outbox:
             mlist = self._lists.get(copy.list)
             server = mlist.news_server if mlist else None
             return f"nntp {server.endpoint}" if server else "nntp ?"
+        if copy.recipient.startswith("maildir:"):
+            return f"archive {copy.recipient[len('maildir:'):]}"
         outbound = self.config.outbound
         return f"smtp {outbound.host}:{outbound.port}" if outbound else "maildir"
 
@@ -642,14 +657,56 @@ class Outbox:
         cached = state.bodies.get(copy.post)
         if cached is not None:
             return cached
-        raw = state.conn.execute("SELECT m.raw FROM posts p JOIN messages m ON m.id = p.message "
-                                 "WHERE p.id = ?", (copy.post,)).fetchone()[0]
+        raw, message_id = state.conn.execute(
+            "SELECT m.raw, p.message_id FROM posts p JOIN messages m ON m.id = p.message WHERE p.id = ?",
+            (copy.post,)).fetchone()
         mlist = self._lists.get(copy.list) or ListConfig(address=copy.list)
-        body = list_copy(raw, mlist)
+        body = list_copy(raw, mlist, message_id or "")
+        if mlist.dmarc_mitigation != "none":
+            mode = self._mitigation(state, copy, mlist, raw)
+            if mode == "munge":
+                body = munged(body, mlist)
+            elif mode == "wrap":
+                body = wrapped(raw, body, mlist)
+        signer = self.signers.get(mlist.address)
+        if signer is not None:
+            body = signer.sign(body)
         state.bodies[copy.post] = body
         while len(state.bodies) > 32:
             state.bodies.popitem(last=False)
         return body
+
+    def _mitigation(self, state, copy: Copy, mlist: ListConfig, raw: bytes) -> str:
+        """The DMARC mitigation for a post's copies ("" none, "munge", "wrap"), chosen once, when
+        its first copy is built, and kept in posts.dmarc; when one is applied, the audit says why."""
+        conn = state.conn
+        chosen = conn.execute("SELECT dmarc FROM posts WHERE id = ?", (copy.post,)).fetchone()[0]
+        if chosen is not None:
+            return chosen
+        _name, address = from_address(raw)
+        domain = address.rpartition("@")[2]
+        policy = self.policies.policy_for(domain) if domain else None
+        mode = mlist.dmarc_mitigation if policy is not None and policy.strict else ""
+        with immediate(conn):
+            if conn.execute("UPDATE posts SET dmarc = ? WHERE id = ? AND dmarc IS NULL",
+                            (mode, copy.post)).rowcount == 0:  # another thread chose first
+                return conn.execute("SELECT dmarc FROM posts WHERE id = ?", (copy.post,)).fetchone()[0] or ""
+            if mode and policy is not None:
+                post_list, message_id, sender, sha = conn.execute(
+                    "SELECT p.list, p.message_id, p.sender, m.sha256 FROM posts p JOIN messages m "
+                    "ON m.id = p.message WHERE p.id = ?", (copy.post,)).fetchone()
+                how = ("the copies' From is the list's address; the poster's is in Reply-To and "
+                       "X-Original-From" if mode == "munge" else "the post goes out wrapped (message/rfc822) in a "
+                       "message from the list; the poster's address is in Reply-To and X-Original-From")
+                audit.append(conn, self.secret, list=post_list, post=copy.post, message_id=message_id or "",
+                             sha256=sha, sender=sender or "", action="dmarc-mitigated",
+                             reason=f"{policy.describe()}: {how}",
+                             template=f"the From domain's DMARC policy is strict (or unknown): {mode}",
+                             rule="", source="dmarc_mitigation", actor="delivery", at=time.time())
+        if mode:
+            event(log, logging.INFO, "dmarc", list=mlist.address, post=copy.post, mitigation=mode,
+                  policy=policy.policy if policy else "", error=policy.error if policy else "")
+        return mode
 
     def _deliver(self, batch: list[Copy]) -> tuple[list[Outcome], bool]:
         """Send one batch and commit its outcome at once, in this thread, in one small transaction:
@@ -665,7 +722,10 @@ class Outbox:
             else:
                 outcomes = news.deliver(batch, lambda c: self._article(state, c, news.mlist))
         else:
-            outcomes = state.sink.deliver(batch, self._body(state, batch[0]))
+            body = self._body(state, batch[0])
+            remote = [c for c in batch if not c.recipient.startswith("maildir:")]
+            outcomes = state.sink.deliver(remote, body) if remote else []
+            outcomes += [self._archive(c, body) for c in batch if c.recipient.startswith("maildir:")]
         assert self.journal is not None  # opened by run() before any batch is claimed
         try:
             self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
@@ -682,6 +742,15 @@ class Outbox:
         except (OSError, sqlite3.Error) as err:
             self.quiet("journal", logging.WARNING, "could not fold the delivery journal (%s)", err)
         return outcomes, True
+
+    def _archive(self, copy: Copy, body: bytes) -> Outcome:
+        """A copy for an archive kept as a Maildir (`archive = ["maildir:/path"]`)."""
+        folder = Path(copy.recipient[len("maildir:"):])
+        try:
+            write_maildir(folder, f"listmod-{copy.id}.{self.config.server.hostname.replace('/', '_')}", body)
+        except OSError as err:
+            return Outcome(copy, "retry", f"cannot write the archive Maildir {folder}: {err.strerror or err}")
+        return Outcome(copy, "sent", f"written to the archive Maildir {folder}")
 
     def _digest(self, state, copy: Copy) -> Outcome:
         """A digest row: APPENDed to the IMAP folder its recipient names, or written to the
