@@ -398,6 +398,10 @@ class ImapConfig:
     processed_folder: str = key("Processed", _string, "a folder name")
     failed_folder: str = key("Failed", _string, "a folder name")   # replies that could not be applied
     poll_every: float = key(30.0, parse_duration, "a duration such as 30s")  # without IDLE, or when it drops
+    # without ssl, STARTTLS is used whenever the server offers it; the certificate is verified
+    # (system CAs, or tls_ca_file) unless tls_verify = false; no clear-text login off loopback
+    tls_verify: bool = key(True, _bool, "true or false")
+    tls_ca_file: Path | None = path_key(None, "a PEM file of CA certificates")
 
     def password(self) -> str:
         return self.password_file.read_text(encoding="utf-8").strip() if self.password_file else ""

@@ -6,11 +6,34 @@ from __future__ import annotations
 from imapclient import IMAPClient
 
 from .config import ImapConfig
+from .tlsclient import client_tls_context, is_loopback
+
+
+class ClearTextRefused(ConnectionError):
+    """The server offers no TLS and is not on loopback: the password is not sent."""
 
 
 def connect(cfg: ImapConfig) -> IMAPClient:
-    client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, timeout=30)
-    client.login(cfg.username, cfg.password())
+    """Logged in: over TLS (ssl = true), else STARTTLS whenever offered; in clear only on loopback."""
+    context = client_tls_context(cfg.tls_verify, cfg.tls_ca_file)
+    client = IMAPClient(cfg.host, port=cfg.port, ssl=cfg.ssl, ssl_context=context if cfg.ssl else None,
+                        timeout=30)
+    try:
+        if not cfg.ssl:
+            if b"STARTTLS" in client.capabilities():
+                client.starttls(context)
+            elif not is_loopback(cfg.host):
+                raise ClearTextRefused(
+                    f"the IMAP server {cfg.host}:{cfg.port} offers no STARTTLS, and listmod does not send "
+                    "the password in clear off loopback; set [imap] ssl = true (port 993), or enable TLS "
+                    "on the server")
+        client.login(cfg.username, cfg.password())
+    except BaseException:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+        raise
     return client
 
 

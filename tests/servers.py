@@ -20,8 +20,9 @@ DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dov
 
 
 class Dovecot:
-    def __init__(self, port: int, user: str, password: str):
-        self.port, self.user, self.password = port, user, password
+    def __init__(self, port: int, user: str, password: str, tls: tuple[Path, Path] | None = None):
+        """`tls`: (certificate chain, key) PEM files; then Dovecot offers STARTTLS."""
+        self.port, self.user, self.password, self.tls = port, user, password, tls
         # not under pytest's 0700 tmp dirs: Dovecot's auth and mail processes must reach it
         self.dir = Path(tempfile.mkdtemp(prefix="listmod-dovecot-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
@@ -42,6 +43,11 @@ class Dovecot:
             internal = login = pwd.getpwuid(os.getuid()).pw_name
             uid, gid = os.getuid(), os.getgid()
         (d / "users").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        ssl_settings = "ssl = no"
+        if self.tls is not None:
+            shutil.copy(self.tls[0], d / "tls.crt")
+            shutil.copy(self.tls[1], d / "tls.key")
+            ssl_settings = f"ssl = yes\nssl_cert = <{d}/tls.crt\nssl_key = <{d}/tls.key"
         os.chmod(d / "users", 0o644)
         (d / "dovecot.conf").write_text(f"""
 instance_name = listmod-test-{self.port}
@@ -55,7 +61,7 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = {uid}
 first_valid_gid = {gid}
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {{

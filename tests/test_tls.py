@@ -106,3 +106,30 @@ def test_the_smarthost_gets_starttls_and_its_certificate_is_verified(tls_sink, m
     d3 = make_daemon(tls_sink, outbound_extra="tls_verify = false\n")
     d3.send("alice@example.org", LIST, post_bytes(message_id="<unverified@test>"))
     wait_until(lambda: len(tls_sink.copies_for("<unverified@test>")) == len(MEMBERS), what="delivery unverified")
+
+
+def test_imap_uses_starttls_when_offered_and_verifies_the_certificate(sink, make_daemon, ca, tmp_path):
+    from servers import Dovecot
+    from test_imap import folder_messages
+    cert, key = write_cert(ca, tmp_path, "imap")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    dovecot = Dovecot(free_port(), "moderation", "s3cret", tls=(cert, key))
+    dovecot.start()
+    try:
+        imap = (f'\n[imap]\nhost = "127.0.0.1"\nport = {dovecot.port}\nusername = "moderation"\n'
+                f'password_file = "imap.secret"\npoll_every = "1s"\n')
+        # without our CA, the certificate cannot be verified: no login, and the log says why
+        d = make_daemon(sink, server_extra=imap, files={"imap.secret": "s3cret\n"})
+        d.send("stranger@example.net", LIST, post_bytes(sender="stranger@example.net"))
+        wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in d.log(), 20, "the refused certificate in the log")
+        assert folder_messages(dovecot, "Moderation") == []
+        d.stop()
+        # with it, the digest goes over STARTTLS
+        d.config_path.write_text(d.config_path.read_text().replace(
+            'poll_every = "1s"\n', f'poll_every = "1s"\ntls_ca_file = "{ca_file}"\n'))
+        d.start()
+        wait_until(lambda: folder_messages(dovecot, "Moderation"), 20, "the digest in IMAP")
+        assert "TLS" in (dovecot.dir / "dovecot.log").read_text()
+    finally:
+        dovecot.cleanup()

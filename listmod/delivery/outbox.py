@@ -9,12 +9,10 @@ rows found in 'sending' at start-up are sent again, as Postfix does.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import smtplib
 import sqlite3
-import ssl
 import threading
 import time
 import zlib
@@ -34,6 +32,7 @@ from ..posts import article_failed, enqueue_notice, find_post
 from ..rawmail import crlf_lines, split_message
 from ..store import GroupWriter, Store, StoreError, immediate
 from ..supervise import QuietLog
+from ..tlsclient import client_tls_context, is_loopback
 from ..tomlfile import format_duration
 from .articles import approved_article, article_message_id
 from .dkimsign import Signer
@@ -129,23 +128,6 @@ class MaildirSink:
         pass
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def client_tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
-    """TLS as a client: the server's certificate and name verified (system CAs, or ca_file), unless
-    `verify` is false (then encrypted but unauthenticated, as the operator chose)."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class SmtpSink:
     """One persistent SMTP connection to the smarthost, used by one worker thread."""
 
@@ -166,7 +148,7 @@ class SmtpSink:
             conn.starttls(context=client_tls_context(o.tls_verify, o.tls_ca_file))
             conn.ehlo()
             encrypted = True
-        if o.username and not encrypted and not _loopback(o.host):
+        if o.username and not encrypted and not is_loopback(o.host):
             conn.close()
             raise smtplib.SMTPException(f"the smarthost {o.host}:{o.port} offers no STARTTLS; listmod does not "
                                         "send the password in clear over the network")
