@@ -318,6 +318,9 @@ class ListConfig:
     approved_by: str = key("", normalize_address, "a mail address")  # the Approved: value; else the list
     nntps: bool = key(False, _bool, "true or false")           # NNTP over TLS (RFC 4642), port 563 by default
     allow_control: bool = key(False, _bool, "true or false")   # approved articles may keep Control/Supersedes
+    # NNTP: STARTTLS whenever the server offers it (or nntps); the certificate verified unless false
+    nntp_tls_verify: bool = key(True, _bool, "true or false")
+    nntp_tls_ca_file: Path | None = path_key(None, "a PEM file of CA certificates")
     digest_max_size: int = key(5 * 1024 * 1024, parse_size, "a size such as 5MB")  # the rest wait
     # when the From domain publishes DMARC p=reject or p=quarantine: "munge" the From to the list's
     # address, or "wrap" the post in a message from the list; the poster's address goes to Reply-To

@@ -9,7 +9,6 @@ import os
 import smtplib
 import socket
 import sqlite3
-import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from .config import Config, ListConfig
 from .delivery.nntp import NntpClient, NntpError
 from .rules import load_rules
 from .store import KEY_LENGTH
+from .tlsclient import client_tls_context
 from .tomlfile import ConfigError
 
 TIMEOUT = 10.0
@@ -113,10 +113,10 @@ def _smarthost(config: Config) -> str:
     with smtplib.SMTP(o.host, o.port, timeout=min(o.timeout, TIMEOUT)) as conn:
         code, _ = conn.ehlo()
         done = [f"EHLO {code}"]
-        if o.starttls:
-            conn.starttls(context=ssl.create_default_context())
+        if o.starttls or conn.has_extn("starttls"):   # as the outbox does: whenever offered
+            conn.starttls(context=client_tls_context(o.tls_verify, o.tls_ca_file))
             conn.ehlo()
-            done.append("STARTTLS")
+            done.append("STARTTLS" + ("" if o.tls_verify else " (certificate not verified: tls_verify = false)"))
         if o.username:
             conn.login(o.username, o.password() or "")
             done.append(f"logged in as {o.username}")
@@ -143,6 +143,7 @@ def _news(mlist: ListConfig) -> str:
     server = mlist.news_server
     assert server is not None
     client = NntpClient(server.host, server.port, tls=server.tls, timeout=TIMEOUT,
+                        context=client_tls_context(mlist.nntp_tls_verify, mlist.nntp_tls_ca_file),
                         username=mlist.nntp_username, password=mlist.nntp_password())
     try:
         groups = []

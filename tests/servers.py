@@ -144,9 +144,10 @@ class Inn:
 
     GROUPS = ("test.moderated", "test.other", "test.open")
 
-    def __init__(self, port: int, logins: dict[str, str] | None = None):
+    def __init__(self, port: int, logins: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None):
         self.port = port
         self.logins = logins or {}  # when given, posting needs AUTHINFO as one of these users
+        self.tls = tls              # (certificate chain, key) PEM files: nnrpd then offers STARTTLS
         # short (unix sockets live under it) and outside pytest's 0700 tmp dirs: `news` must reach it
         self.dir = Path(tempfile.mkdtemp(prefix="listmod-inn-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
@@ -185,6 +186,11 @@ class Inn:
         (d / "bin").mkdir(exist_ok=True)
         (d / "bin/mailer").write_text(MAILER)
         os.chmod(d / "bin/mailer", 0o755)
+        if self.tls is not None:
+            shutil.copy(self.tls[0], d / "etc/tls.crt")
+            shutil.copy(self.tls[1], d / "etc/tls.key")
+            os.chmod(d / "etc/tls.key", 0o600)   # nnrpd refuses a key that others can read
+            settings.update(tlscertfile=d / "etc/tls.crt", tlskeyfile=d / "etc/tls.key")
         (d / "etc/inn.conf").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
         (d / "etc/incoming.conf").write_text("streaming: true\nmax-connections: 8\n")
         if self.logins:  # anyone may read; only a logged-in user may post (and approve)

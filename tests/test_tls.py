@@ -133,3 +133,43 @@ def test_imap_uses_starttls_when_offered_and_verifies_the_certificate(sink, make
         assert "TLS" in (dovecot.dir / "dovecot.log").read_text()
     finally:
         dovecot.cleanup()
+
+
+def test_nntp_uses_starttls_when_offered_and_verifies_the_certificate(sink, make_daemon, ca, tmp_path):
+    from servers import Inn
+    from test_newsgroups import news_daemon, submission
+
+    from listmod.delivery.nntp import NntpClient
+
+    def article(inn, message_id):
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        client = NntpClient("127.0.0.1", inn.port, timeout=10, context=trusting)
+        try:
+            assert client.encrypted
+            return client.article(message_id)
+        finally:
+            client.close()
+
+    cert, key = write_cert(ca, tmp_path, "news")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    inn = Inn(free_port(), tls=(cert, key))
+    inn.start()
+    try:
+        # without our CA, the certificate cannot be verified: nothing is posted, and the log says why
+        d = news_daemon(make_daemon, sink, inn, tmp_path)
+        raw, mid = submission()
+        d.send("poster@example.net", LIST, raw)
+        wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in d.log(), 20, "the refused certificate in the log")
+        assert article(inn, mid) is None
+        d.stop()
+        # with it, the article is posted over STARTTLS
+        d.config_path.write_text(d.config_path.read_text().replace(
+            'default_nonmember_action = "accept"\n',
+            f'default_nonmember_action = "accept"\nnntp_tls_ca_file = "{ca_file}"\n'))
+        d.start()
+        wait_until(lambda: article(inn, mid), 20, "the article on the news server")
+        assert "CERTIFICATE_VERIFY_FAILED" not in d.log()
+    finally:
+        inn.cleanup()

@@ -13,6 +13,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from ..tlsclient import is_loopback
+
 MAX_LINE = 64 * 1024
 
 
@@ -62,21 +64,54 @@ class NntpClient:
     """One connection to a news server, in reader mode, logged in when credentials are given."""
 
     def __init__(self, host: str, port: int, *, tls: bool = False, timeout: float = 60.0,
-                 username: str = "", password: str = ""):
+                 username: str = "", password: str = "", context: ssl.SSLContext | None = None):
+        """`tls`: NNTPS from the first byte; otherwise STARTTLS (RFC 4642) whenever the server
+        offers it. `context` verifies the server (default: the system's CAs and the host name)."""
         self.host, self.port = host, port
+        context = context or ssl.create_default_context()
         sock = socket.create_connection((host, port), timeout=timeout)
         if tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock = context.wrap_socket(sock, server_hostname=host)
         self.sock = sock
         self.file = sock.makefile("rb")
+        self.encrypted = tls
         greeting = self._reply()
         if greeting.code not in (200, 201):
             self.close()
             raise NntpError("greeting", greeting.code, greeting.text)
-        # a server that treats us as a feeding peer hands us to its reader (INN: innd -> nnrpd)
-        self.command("MODE READER")  # a reader-only server may not know it (5xx): harmless
-        if username:
-            self._login(username, password)
+        try:
+            # a server that treats us as a feeding peer hands us to its reader (INN: innd -> nnrpd)
+            self.command("MODE READER")  # a reader-only server may not know it (5xx): harmless
+            if not tls and "STARTTLS" in self.capabilities():
+                self._starttls(context)
+            if username and not self.encrypted and not is_loopback(host):
+                raise ConnectionError(
+                    f"the news server {host}:{port} offers no STARTTLS, and listmod does not send the "
+                    "password in clear off loopback; use nntps (nntps = true), or enable TLS on the server")
+            if username:
+                self._login(username, password)
+        except BaseException:
+            self.close()
+            raise
+
+    def capabilities(self) -> set[str]:
+        """The first word of each CAPABILITIES line (RFC 3977 5.2); empty if the server has none."""
+        reply = self.command("CAPABILITIES")
+        if reply.code != 101:
+            return set()
+        return {line.split()[0].upper() for line in self.read_block().decode("utf-8", "replace").splitlines()
+                if line.split()}
+
+    def _starttls(self, context: ssl.SSLContext) -> None:
+        reply = self.command("STARTTLS")
+        if reply.code == 580:  # "can not initiate TLS" (INN without a certificate): still usable in clear
+            return
+        if reply.code != 382:
+            raise NntpError("STARTTLS", reply.code, reply.text)
+        self.file.close()
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        self.file = self.sock.makefile("rb")
+        self.encrypted = True
 
     def _login(self, username: str, password: str) -> None:
         reply = self.command(f"AUTHINFO USER {username}")

@@ -234,6 +234,7 @@ class NewsSink:
 
     def _connect(self) -> NntpClient:
         return NntpClient(self.server.host, self.server.port, tls=self.server.tls, timeout=self.timeout,
+                          context=client_tls_context(self.mlist.nntp_tls_verify, self.mlist.nntp_tls_ca_file),
                           username=self.mlist.nntp_username, password=self.mlist.nntp_password())
 
     def deliver(self, copies: list[Copy], article_for: Callable[[Copy], bytes]) -> list[Outcome]:
