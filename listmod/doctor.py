@@ -57,6 +57,14 @@ def examine(config: Config) -> Iterator[Finding]:
                      lambda err: "start the IMAP server or fix [imap] host/port/ssl" if isinstance(err, OSError)
                      else "check [imap] username and password_file (the server refused the login)")
     for mlist in config.lists:
+        if mlist.dmarc_mitigation != "none":
+            yield _check(f"DMARC lookups for {mlist.address}", functools.partial(_dmarc, config, mlist),
+                         lambda err: "fix [server] nameservers (or /etc/resolv.conf): without answers every "
+                         "post is mitigated as if its domain were strict")
+        if mlist.dkim_key is not None and mlist.dkim_selector:
+            yield _check(f"DKIM key of {mlist.address}", functools.partial(_dkim, config, mlist),
+                         lambda err: f"publish the public key as a TXT record at {mlist.dkim_selector}._domainkey."
+                         f"{mlist.domain} (openssl rsa -in KEY -pubout, base64 as p=), or fix dkim_key")
         news = mlist.news_server
         if news is not None:
             yield _check(f"news server {news.endpoint} for {mlist.address}", functools.partial(_news, mlist),
@@ -137,6 +145,38 @@ def _imap(config: Config) -> str:
     finally:
         socket.setdefaulttimeout(None)
     return f"logged in as {imap.username}" + (f"; {', '.join(missing)} will be made at start" if missing else "")
+
+
+def _dmarc(config: Config, mlist: ListConfig) -> str:
+    from .delivery.dmarc import PolicyLookup
+    policy = PolicyLookup(config.server.nameservers, timeout=TIMEOUT).policy_for(mlist.domain)
+    if policy.error:
+        raise ConnectionError(policy.describe())
+    return f"DNS answers ({policy.describe()})"
+
+
+def _dkim(config: Config, mlist: ListConfig) -> str:
+    """Sign a test message with the list's key and verify it against the key published in DNS."""
+    import dkim
+
+    from .delivery.dkimsign import Signer
+    from .delivery.dmarc import PolicyLookup
+    assert mlist.dkim_key is not None
+    resolver = PolicyLookup(config.server.nameservers, timeout=TIMEOUT).resolver
+
+    def txt(name: bytes, timeout: float = TIMEOUT) -> bytes | None:
+        answer = resolver.resolve(name.decode(), "TXT")
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    message = (f"From: {mlist.address}\r\nTo: {mlist.address}\r\nSubject: listmod doctor\r\n"
+               "Message-ID: <doctor@listmod>\r\n\r\nA DKIM test.\r\n").encode()
+    signed = Signer(mlist.domain, mlist.dkim_selector, mlist.dkim_key).sign(message)
+    if not signed.startswith(b"DKIM-Signature"):
+        raise ValueError(f"dkim_key {mlist.dkim_key} could not sign (see the warning above)")
+    if not dkim.verify(signed, dnsfunc=txt):
+        raise ValueError(f"a copy signed with dkim_key does not verify against {mlist.dkim_selector}._domainkey."
+                         f"{mlist.domain}: the published key is another, or missing")
+    return f"signs as d={mlist.domain} s={mlist.dkim_selector}, and the published key verifies it"
 
 
 def _news(mlist: ListConfig) -> str:

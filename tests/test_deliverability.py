@@ -145,3 +145,34 @@ def test_dkim_and_archive_settings_are_checked(make_daemon, sink, tmp_path):
                              .replace("maildir:relative/dir", "maildir:/tmp/x").replace("{id}", "{message_id}"))
     problems = d.cli("check", check=False).stderr
     assert "is not a PEM private key" in problems and "openssl genrsa" in problems
+
+
+def chunks(record: bytes) -> str:
+    """A TXT value as dnsmasq takes it: strings of at most 255 characters, comma-separated."""
+    text = record.decode()
+    return ",".join(text[i:i + 250] for i in range(0, len(text), 250))
+
+
+def test_doctor_checks_dns_and_that_the_published_dkim_key_verifies(make_daemon, sink, list_key):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other_der = other.public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    wrong = f"v=DKIM1; k=rsa; p={base64.b64encode(other_der).decode()}".encode()
+    for published, healthy in ((list_key[1], True), (wrong, False)):
+        server = DnsServer(free_port(), {**RECORDS, "list._domainkey.example.org": chunks(published)},
+                           ("strict.example", "quarantine.example", "relaxed.example", "example.org"))
+        server.start()
+        try:
+            d = make_daemon(sink, start=False, members=[], files={"dkim.key": list_key[0]},
+                            server_extra=f'nameservers = ["127.0.0.1:{server.port}"]\n',
+                            list_extra='dmarc_mitigation = "munge"\ndkim_selector = "list"\ndkim_key = "dkim.key"\n')
+            result = d.cli("doctor", check=False)
+        finally:
+            server.stop()
+        report = result.stdout + result.stderr
+        assert "DMARC lookups for dev@example.org" in report and "DNS answers" in report
+        if healthy:
+            assert "the published key verifies it" in report, report
+        else:
+            assert "does not verify against list._domainkey.example.org" in report, report
+            assert "publish the public key as a TXT record" in report
