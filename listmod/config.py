@@ -255,6 +255,7 @@ class ServerConfig:
                                           'a list of addresses or networks such as ["127.0.0.0/8", "::1"]')
     max_commands_per_reply: int = key(20, _positive_int, "a whole number >= 1")
     held_notices_per_hour: int = key(3, _positive_int, "a whole number >= 1")
+    requests_per_ip_per_hour: int = key(20, _positive_int, "a whole number >= 1")  # to LIST-request@ etc.; then 450
     # STARTTLS on intake with this certificate chain and key (PEM); reloaded on SIGHUP
     tls_cert: Path | None = path_key(None, "a PEM certificate chain file")
     tls_key: Path | None = path_key(None, "a PEM private key file")
@@ -324,6 +325,9 @@ class ListConfig:
     digest_max_size: int = key(5 * 1024 * 1024, parse_size, "a size such as 5MB")  # the rest wait
     # when the From domain publishes DMARC p=reject or p=quarantine: "munge" the From to the list's
     # address, or "wrap" the post in a message from the list; the poster's address goes to Reply-To
+    # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this
+    confirm_within: float = key(2 * 86400.0, parse_duration, "a duration such as 2d")
+    guidelines: Path | None = path_key(None, "a text file")   # sent in the welcome to each new member
     dmarc_mitigation: str = key("none", _one_of("none", "munge", "wrap"), '"none", "munge" or "wrap"')
     dkim_selector: str = key("", _string, 'a DKIM selector such as "list2026"')  # sign copies as d=<list domain>
     dkim_key: Path | None = path_key(None, "a PEM private key file")
@@ -359,6 +363,14 @@ class ListConfig:
     @property
     def request_address(self) -> str:
         return f"{self.local_part}-request@{self.domain}"
+
+    @property
+    def join_address(self) -> str:
+        return f"{self.local_part}-join@{self.domain}"
+
+    @property
+    def leave_address(self) -> str:
+        return f"{self.local_part}-leave@{self.domain}"
 
     @property
     def relay_to(self) -> str | None:

@@ -22,12 +22,14 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
 # 7 remotes (each server's last success and failure, for `listmod status`); 8 posts.dmarc (the
-# DMARC mitigation chosen for a post's copies: NULL not yet, '' none, 'munge' or 'wrap')
+# DMARC mitigation chosen for a post's copies: NULL not yet, '' none, 'munge' or 'wrap'); 9
+# confirmations (subscribe and unsubscribe requests waiting for the address to confirm) and
+# request_log (requests per client address in the last hour)
 KEY_LENGTH = 32
 
 
@@ -172,6 +174,10 @@ def _schema(db: sqlite_utils.Database) -> None:
         "state": str, "error": str, "done_at": float,
     }, pk="id", if_not_exists=True)
     db.table("notice_log").create({"recipient": str, "at": float}, if_not_exists=True)
+    db.table("confirmations").create({"token": str, "list": str, "address": str, "action": str,
+                                      "created_at": float, "expires_at": float}, pk="token", if_not_exists=True)
+    db.table("request_log").create({"ip": str, "at": float}, if_not_exists=True)
+    db.table("request_log").create_index(["ip", "at"], if_not_exists=True)
     db.table("notice_log").create_index(["recipient", "at"], if_not_exists=True)
     db.table("inbox").create_index(["state"], if_not_exists=True)
     if "deferred" not in db.table("digests").columns_dict:

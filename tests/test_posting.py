@@ -18,7 +18,10 @@ def test_member_post_reaches_every_member_with_list_headers(sink, make_daemon):
         assert received.mail_from == "dev-bounces@example.org"
         assert msg["List-Id"] == "<dev.example.org>"
         assert msg["List-Post"] == "<mailto:dev@example.org>"
-        assert msg["List-Unsubscribe"].startswith("<mailto:owner@example.org?subject=unsubscribe")
+        assert msg["List-Unsubscribe"] == "<mailto:dev-request@example.org?subject=unsubscribe>"
+        assert msg["List-Subscribe"] == "<mailto:dev-request@example.org?subject=subscribe>"
+        assert msg["List-Help"] == "<mailto:dev-request@example.org?subject=help>"
+        assert msg["List-Owner"] == "<mailto:dev-owner@example.org>"
         assert msg["Precedence"] == "list"
         assert msg.get_payload().strip() == "Hello everyone."
 

@@ -66,13 +66,14 @@ class Outcome:
 
 
 def list_headers(mlist: ListConfig, message_id: str = "") -> list[bytes]:
-    unsubscribe_to = mlist.owner or mlist.owner_alias
-    subject = quote(f"unsubscribe {mlist.address}")
+    request = mlist.request_address
     lines = [
         f"List-Id: <{mlist.list_id}>".encode(),
         f"List-Post: <mailto:{mlist.address}>".encode(),
-        f"List-Unsubscribe: <mailto:{unsubscribe_to}?subject={subject}>".encode(),
-        f"List-Owner: <mailto:{unsubscribe_to}>".encode(),
+        f"List-Help: <mailto:{request}?subject=help>".encode(),
+        f"List-Subscribe: <mailto:{request}?subject=subscribe>".encode(),
+        f"List-Unsubscribe: <mailto:{request}?subject=unsubscribe>".encode(),
+        f"List-Owner: <mailto:{mlist.owner_alias}>".encode(),
     ]
     if mlist.archive_url:
         lines.append(f"List-Archive: <{mlist.archive_url}>".encode())

@@ -30,6 +30,7 @@ from ..posts import Judged, PostRecord, record_intake
 from ..rules import Decision, OutOfSlice, RuleSet, decide
 from ..rules.context import build_context, context_json, thread_key
 from ..store import GroupWriter, StoreError
+from ..subscriptions import first_message_id, forward_to_owner, handle_request, read_request
 from .inbox import store_reply
 from .status import human_size, with_status
 
@@ -118,7 +119,7 @@ class Recipient:
     """What an accepted RCPT address is to us: a list's posting address or its bounce address."""
 
     mlist: ListConfig
-    role: str  # "post" | "bounces" | "moderation"
+    role: str  # "post" | "bounces" | "moderation" | "request" | "join" | "leave" | "owner"
 
 
 class ListDirectory:
@@ -130,6 +131,10 @@ class ListDirectory:
             self._by_address[mlist.address] = Recipient(mlist, "post")
             self._by_address[mlist.bounce_address] = Recipient(mlist, "bounces")
             self._by_address[mlist.moderation_address] = Recipient(mlist, "moderation")
+            self._by_address[mlist.request_address] = Recipient(mlist, "request")
+            self._by_address[mlist.join_address] = Recipient(mlist, "join")
+            self._by_address[mlist.leave_address] = Recipient(mlist, "leave")
+            self._by_address[mlist.owner_alias] = Recipient(mlist, "owner")
 
         self._news_lists = sum(1 for m in config.lists if m.news_server)
 
@@ -446,6 +451,38 @@ class IntakeHandler:
         self.on_accepted()
         return f"250 2.0.0 Reply received for {mlist.address}; it is applied in a moment"
 
+    async def _service(self, raw: bytes, mail_from: str, address: str, role: str, peer: str) -> str:
+        """Mail to LIST-request@, -join@, -leave@ (a membership request, answered by mail) or
+        -owner@ (forwarded to the owner, else the moderators)."""
+        target = self.directory.lookup(address)
+        assert target is not None
+        mlist = target.mlist
+        try:
+            check_shape(raw, self.config.server)
+        except Refused as refused:
+            return str(refused)
+        now = time.time()
+        hostname = self.config.server.hostname
+        try:
+            if role == "owner":
+                answer = await asyncio.wrap_future(self.writer.submit(
+                    lambda conn: forward_to_owner(conn, mlist, raw, now)))
+            else:
+                request = await asyncio.wrap_future(self.judges.submit(read_request, raw, mail_from, role))
+                message_id = await asyncio.wrap_future(self.judges.submit(first_message_id, raw))
+                answer = await asyncio.wrap_future(self.writer.submit(lambda conn: handle_request(
+                    conn, self.secret, mlist, request, hostname=hostname, at=now,
+                    per_hour=self.config.server.held_notices_per_hour, message_id=message_id, client_ip=peer,
+                    per_ip_hour=self.config.server.requests_per_ip_per_hour)))
+        except StoreError:
+            return "451 4.3.0 The request could not be stored; please try again later"
+        except Exception:
+            log.exception("unexpected error while handling mail to %s", address)
+            return "451 4.3.0 Internal error while handling the request; please try again later"
+        event(log, logging.INFO, "request", list=mlist.address, role=role, sender=who(mail_from), answer=answer)
+        self.on_accepted()
+        return answer
+
     def judge(self, raw: bytes, mail_from: str, rcpt_tos: list[str],
               first_slice: bool = False) -> tuple[Post, list[Judged]]:
         """Parse and judge within the message's time budget; raises Refused when the message breaks
@@ -491,18 +528,24 @@ class IntakeHandler:
             mail_from = ""
         rcpts = list(envelope.rcpt_tos)
         peer = f"{session.peer[0]}:{session.peer[1]}" if isinstance(session.peer, tuple) else str(session.peer)
-        replies = [a for a in rcpts if (t := self.directory.lookup(a)) and t.role == "moderation"]
-        posts = [a for a in rcpts if a not in replies]
+        roles = {a: t.role for a in rcpts if (t := self.directory.lookup(a)) is not None}
+        host = session.peer[0] if isinstance(session.peer, tuple) else ""
+        client_ip = "" if not host or self.limits.is_trusted(host) else host   # a local MTA is not limited
+        replies = [a for a in rcpts if roles.get(a) == "moderation"]
+        service = [a for a in rcpts if roles.get(a) in ("request", "join", "leave", "owner")]
+        posts = [a for a in rcpts if a not in replies and a not in service]
         answers: dict[str, str] = {}
         if replies:
             reply_answer = await self._moderation_reply(raw, mail_from, replies, peer)
             answers.update((a, reply_answer) for a in replies)
+        for address in service:
+            answers[address] = await self._service(raw, mail_from, address, roles[address], client_ip)
         records: list[PostRecord] = []
         if posts:
             stored = await self._store_post(raw, mail_from, posts, peer)
             if isinstance(stored, str):  # 451 or a refusal: nothing was stored for these recipients
                 answers.update((a, stored) for a in posts)
-                if not self.lmtp and not replies:
+                if not self.lmtp and not replies and not service:
                     return stored
             else:
                 records = stored
@@ -518,8 +561,8 @@ class IntakeHandler:
                                         else _answer(record, by_notice=news or self.rejects_by_notice))
         if self.lmtp:
             return "\r\n".join(answers[a] for a in rcpts)  # LMTP: one reply per recipient, in RCPT order
-        if replies and not posts:
-            return answers[replies[0]]
+        if not posts:
+            return answers[(replies or service)[0]]
         if not records:
             return answers[posts[0]]
         return _smtp_answer(records, [answers[a] for a in posts])

@@ -1,0 +1,220 @@
+"""Joining and leaving by mail: LIST-request@ (subscribe, unsubscribe, help, confirm TOKEN in the
+subject or the first line), LIST-join@ and LIST-leave@. Nothing changes until the address itself
+confirms: the confirmation goes to the address to be (un)subscribed, carries a token that expires,
+and at most `held_notices_per_hour` automatic messages go to one address an hour, so that nobody can
+use the list to mail-bomb a third party. A confirmed change is an audit record; the new member gets
+the list's welcome (with its guidelines), a leaving one a goodbye."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import textwrap
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import Message
+from email.policy import compat32
+from email.utils import getaddresses
+
+from .config import ListConfig
+from .message import decode_words, printable
+from .notices import new_notice
+from .posts import enqueue_notice, may_notify
+from .standing import add_member, remove_member
+
+TOKEN_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+COMMANDS = ("subscribe", "unsubscribe", "help", "confirm")
+_WORDS = {"subscribe": "subscribe", "join": "subscribe", "unsubscribe": "unsubscribe", "leave": "unsubscribe",
+          "remove": "unsubscribe", "signoff": "unsubscribe", "help": "help", "confirm": "confirm"}
+_COMMAND = re.compile(r"^\s*(?:(?:re|aw|sv|fw|fwd)\s*:\s*)*([a-z]+)(?:\s+([a-z0-9]{6,32}))?\b", re.I)
+MAX_READ = 64 * 1024   # a request is a line; no more than this of it is read
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str      # subscribe | unsubscribe | help | confirm | automatic | "" (none understood)
+    address: str      # who asks: the From address, else the envelope sender
+    token: str = ""   # for confirm
+
+
+def _first_text_line(msg: Message) -> str:
+    parts = [p for p in msg.walk() if p.get_content_type() == "text/plain"] if msg.is_multipart() else [msg]
+    if not parts:
+        return ""
+    part = parts[0]
+    try:
+        payload = part.get_payload(decode=True)
+        text = payload[:4096].decode(part.get_content_charset() or "utf-8", "replace") \
+            if isinstance(payload, bytes) else ""
+    except (LookupError, ValueError):
+        text = payload[:4096].decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
+def read_request(raw: bytes, envelope_from: str, role: str) -> Request:
+    """What a mail to LIST-request@ (or -join@, -leave@) asks. Pure: the store is not touched."""
+    msg = message_from_bytes(raw[:MAX_READ], policy=compat32)
+    pairs = [p for p in getaddresses([printable(decode_words(str(v))) for v in msg.get_all("From", [])])
+             if "@" in p[1]]
+    address = (pairs[0][1] if pairs else envelope_from).strip().lower()
+    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+    if not envelope_from or (auto and auto != "no") or \
+            str(msg.get("Precedence", "")).strip().lower() in ("bulk", "junk", "list"):
+        return Request("automatic", address)   # a bounce or an auto-reply is never answered (RFC 3834)
+    if role == "join":
+        return Request("subscribe", address)
+    if role == "leave":
+        return Request("unsubscribe", address)
+    for text in (printable(decode_words(str(msg.get("Subject", "")))), _first_text_line(msg)):
+        found = _COMMAND.match(text)
+        if found and found.group(1).lower() in _WORDS:
+            command = _WORDS[found.group(1).lower()]
+            token = (found.group(2) or "").lower() if command == "confirm" else ""
+            if command == "confirm" and not token:
+                continue
+            return Request(command, address, token)
+        tokens = re.search(r"\bconfirm\s+([a-z0-9]{6,32})\b", text, re.I)
+        if tokens:
+            return Request("confirm", address, tokens.group(1).lower())
+    return Request("", address)
+
+
+def _token() -> str:
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(12))
+
+
+def _is_member(conn: sqlite3.Connection, mlist: ListConfig, address: str) -> bool:
+    return conn.execute("SELECT 1 FROM members WHERE list = ? AND address = ?",
+                        (mlist.address, address)).fetchone() is not None
+
+
+def _mail(conn: sqlite3.Connection, mlist: ListConfig, to: str, subject: str, body: str, hostname: str,
+          at: float, in_reply_to: str = "") -> None:
+    msg = new_notice(mlist, (f"{mlist.address} list", mlist.request_address), to, subject, hostname,
+                     in_reply_to=in_reply_to)
+    msg["Reply-To"] = mlist.request_address
+    msg.set_content(body)
+    enqueue_notice(conn, None, mlist, to, msg.as_bytes(), at)
+
+
+def help_text(mlist: ListConfig) -> str:
+    return (f"{mlist.address} understands these requests, mailed to {mlist.request_address}\n"
+            "with the request as the subject (or the first line of the text):\n\n"
+            "    subscribe     join the list (you confirm by replying to the answer)\n"
+            "    unsubscribe   leave the list (likewise confirmed)\n"
+            "    help          this text\n\n"
+            f"A mail to {mlist.local_part}-join@{mlist.domain} or {mlist.local_part}-leave@{mlist.domain} "
+            "does the same as subscribe or unsubscribe.\n"
+            f"People: the list owner is {mlist.owner_alias}.\n")
+
+
+def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request: Request, *,
+                   hostname: str, at: float, per_hour: int, message_id: str = "", client_ip: str = "",
+                   per_ip_hour: int = 20) -> str:
+    """Apply one request inside the caller's transaction; the SMTP answer (250 in every case that
+    is not an error of ours: the answer comes by mail, so the reply says nothing about membership).
+    `client_ip` ("" for a trusted relay) may send `per_ip_hour` requests an hour, then 450."""
+    address = request.address
+    if request.command == "automatic":
+        return "250 2.0.0 Automatic mail is not answered"
+    if not address or "@" not in address:
+        return "550 5.1.7 A request needs a sender address to answer"
+    if client_ip:
+        recent = conn.execute("SELECT COUNT(*) FROM request_log WHERE ip = ? AND at > ?",
+                              (client_ip, at - 3600)).fetchone()[0]
+        if recent >= per_ip_hour:
+            return "450 4.7.1 Too many requests from your address this hour; please try again later"
+        conn.execute("DELETE FROM request_log WHERE at < ?", (at - 3600,))
+        conn.execute("INSERT INTO request_log (ip, at) VALUES (?, ?)", (client_ip, at))
+    if request.command == "confirm":
+        return _confirm(conn, secret, mlist, request, hostname=hostname, at=at, per_hour=per_hour,
+                        message_id=message_id)
+    if not may_notify(conn, address, at, per_hour):
+        return "250 2.0.0 Request received (no answer: this address had enough mail from us this hour)"
+    if request.command == "help" or not request.command:
+        _mail(conn, mlist, address, f"Help for {mlist.address}", help_text(mlist) if request.command else
+              "Your mail was not understood as a request.\n\n" + help_text(mlist), hostname, at, message_id)
+        return "250 2.0.0 Request received; the answer comes by mail"
+    token = _token()
+    conn.execute("INSERT INTO confirmations (token, list, address, action, created_at, expires_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (token, mlist.address, address, request.command, at,
+                                               at + mlist.confirm_within))
+    verb = "join" if request.command == "subscribe" else "leave"
+    hours = max(1, round(mlist.confirm_within / 3600))
+    _mail(conn, mlist, address, f"confirm {token}",
+          f"Someone (perhaps you) asked for {address} to {verb} {mlist.address}.\n\n"
+          f"To confirm, reply to this message keeping the subject (\"confirm {token}\"),\n"
+          f"or send a mail to {mlist.request_address} with that subject.\n\n"
+          f"If you did not ask, ignore this message: nothing changes. The request expires in {hours} hour(s).\n",
+          hostname, at, message_id)
+    return "250 2.0.0 Request received; a confirmation was mailed to the address"
+
+
+def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request: Request, *,
+             hostname: str, at: float, per_hour: int, message_id: str) -> str:
+    row = conn.execute("SELECT address, action, expires_at FROM confirmations WHERE token = ? AND list = ?",
+                       (request.token, mlist.address)).fetchone()
+    if row is None or row[2] < at:
+        if row is not None:
+            conn.execute("DELETE FROM confirmations WHERE token = ?", (request.token,))
+        if may_notify(conn, request.address, at, per_hour):
+            _mail(conn, mlist, request.address, f"Re: confirm {request.token}",
+                  "That confirmation is unknown or has expired (or was used already); nothing changed.\n"
+                  f"Send \"subscribe\" or \"unsubscribe\" to {mlist.request_address} to start again.\n",
+                  hostname, at, message_id)
+        return "250 2.0.0 Confirmation not applied: unknown or expired"
+    address, action, _expires = row
+    conn.execute("DELETE FROM confirmations WHERE token = ?", (request.token,))
+    actor = f"member:{address}"
+    if action == "subscribe":
+        if add_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)",
+                      reason="", at=at):
+            _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at,
+                  message_id)
+        return "250 2.0.0 Confirmed"
+    if remove_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)", at=at):
+        _mail(conn, mlist, address, f"You have left {mlist.address}",
+              f"{address} is no longer subscribed to {mlist.address}, and gets no more of its mail.\n\n"
+              f"To come back, send \"subscribe\" to {mlist.request_address}.\n", hostname, at, message_id)
+    return "250 2.0.0 Confirmed"
+
+
+def welcome_text(mlist: ListConfig) -> str:
+    guidelines = ""
+    if mlist.guidelines is not None:
+        try:
+            guidelines = mlist.guidelines.read_text(encoding="utf-8", errors="replace")[:64 * 1024]
+        except OSError:
+            guidelines = ""
+    text = (f"Welcome to {mlist.address}.\n\nTo post, write to {mlist.address}. "
+            f"To leave, send \"unsubscribe\" to {mlist.request_address}\n"
+            f"(or any mail to {mlist.local_part}-leave@{mlist.domain}).\n")
+    if guidelines.strip():
+        text += "\nThe list's guidelines:\n\n" + textwrap.indent(guidelines.rstrip(), "    ") + "\n"
+    return text
+
+
+def expire_confirmations(conn: sqlite3.Connection, at: float) -> int:
+    return conn.execute("DELETE FROM confirmations WHERE expires_at < ?", (at,)).rowcount
+
+
+def first_message_id(raw: bytes) -> str:
+    """The Message-ID of a request, for the answer's In-Reply-To ("" when there is none)."""
+    found = re.search(rb"(?im)^message-id:[ \t]*(<[^>\r\n]{1,250}>)", raw[:MAX_READ])
+    return found.group(1).decode("ascii", "replace") if found else ""
+
+
+def forward_to_owner(conn: sqlite3.Connection, mlist: ListConfig, raw: bytes, at: float) -> str:
+    """Mail to LIST-owner@, passed to the owner (else the moderators) as it came, with
+    X-Loop so that it never comes round again; inside the caller's transaction."""
+    if re.search(rb"(?im)^x-loop:[ \t]*" + re.escape(mlist.address.encode()) + rb"[ \t]*$",
+                 raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]):
+        return "250 2.0.0 Not forwarded: it has been through this list already (X-Loop)"
+    staff = [mlist.owner] if mlist.owner else list(mlist.moderators)
+    if not staff:
+        return f"550 5.1.1 {mlist.owner_alias} has no owner or moderator to reach"
+    head = f"X-Loop: {mlist.address}\r\nX-Listmod-Forwarded: to the owner of {mlist.address}\r\n".encode()
+    for person in staff:
+        enqueue_notice(conn, None, mlist, person, head + raw, at)
+    return f"250 2.0.0 Forwarded to the owner of {mlist.address}"
