@@ -121,7 +121,8 @@ def test_without_a_match_the_list_default_decides_with_its_own_reason(tmp_path):
     assert (stranger.action, stranger.rule_id) == ("hold", "default-nonmember")
     assert "not a member of dev@example.org" in stranger.reason
     strict = Context("dev@example.org", "dev.example.org", False, default_nonmember_action="reject")
-    assert decide(msg(), strict, rs).reason == "Only members may post to dev@example.org; please subscribe first."
+    assert decide(msg(), strict, rs).reason == ("Only members may post to dev@example.org; to join, send \"subscribe\" to "
+                                                  "dev-request@example.org.")
 
 
 def test_reason_templates_are_filled_in(tmp_path):

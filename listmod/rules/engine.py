@@ -92,13 +92,15 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
     return None
 
 
-_TEMPLATE = re.compile(r"\{(list|sender|subject|matched)\}")
+_TEMPLATE = re.compile(r"\{(list|request|sender|subject|matched)\}")
 
 
 def render_reason(reason: str, post: Post, ctx: Context, evidence: str) -> str:
-    """Fill {list}, {sender}, {subject} and {matched}; any other braces stay as written."""
-    values = {"list": ctx.list_address, "sender": post.sender, "subject": post.subject,
-              "matched": evidence}
+    """Fill {list}, {request} (its LIST-request@ address), {sender}, {subject} and {matched}; any
+    other braces stay as written."""
+    local, _, domain = ctx.list_address.rpartition("@")
+    values = {"list": ctx.list_address, "request": f"{local}-request@{domain}", "sender": post.sender,
+              "subject": post.subject, "matched": evidence}
     return _TEMPLATE.sub(lambda m: values[m.group(1)], reason)
 
 
@@ -183,6 +185,6 @@ _DEFAULT_REASONS = {
            "discard": "{list} discards posts from members."},
     False: {"accept": "{list} accepts posts from non-members and no rule objected.",
             "hold": "The sender is not a member of {list}; a moderator will review the post.",
-            "reject": "Only members may post to {list}; please subscribe first.",
+            "reject": "Only members may post to {list}; to join, send \"subscribe\" to {request}.",
             "discard": "{list} discards posts from non-members."},
 }
