@@ -199,7 +199,8 @@ def run_listmod(args) -> dict:
         port = {sink_port}
         [[list]]
         address = "{LIST}"
-        """))
+        metoo = true
+        """))  # metoo: the posting member gets a copy too, so each post fans out to every member
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "listmod"]
     members = [f"m{i}@example.org" for i in range(args.members)]

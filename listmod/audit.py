@@ -50,8 +50,8 @@ class Area(StrEnum):
 
 POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "undelivered",
                 "reply-failed", "dmarc-mitigated")
-PEOPLE_ACTIONS = ("member-added", "member-removed", "trusted", "banned", "standing-cleared",
-                  "outbox-retry")
+PEOPLE_ACTIONS = ("member-added", "member-removed", "member-options", "trusted", "banned",
+                  "standing-cleared", "outbox-retry")
 CONFIG_ACTIONS = ("config-loaded", "rules-loaded", "moderator-added", "moderator-removed",
                   "owner-added", "owner-removed")
 TRAIL_ACTIONS = ("erased", "sealed")

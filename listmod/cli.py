@@ -18,7 +18,7 @@ from .config import Config, load_config, normalize_address
 from .message import printable
 from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts, is_escalated
 from .rules import load_rules
-from .standing import Level, add_member, remove_member, set_standing
+from .standing import Level, add_member, remove_member, set_options, set_standing
 from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
 
@@ -130,17 +130,37 @@ def cmd_members(args: argparse.Namespace, config: Config) -> int:
     store = _open_store(config)
     if args.action == "list":
         conn = store.connect()
-        rows = conn.execute("SELECT address, added_at FROM members WHERE list = ? ORDER BY address",
+        rows = conn.execute("SELECT address, added_at, nomail, metoo FROM members WHERE list = ? ORDER BY address",
                             (mlist.address,)).fetchall()
-        for address, added in rows:
+        for address, added, nomail, metoo in rows:
+            metoo_now = bool(mlist.metoo if metoo is None else metoo)
             if args.json:
-                _print_json({"list": mlist.address, "address": address, "added_at": added})
+                _print_json({"list": mlist.address, "address": address, "added_at": added,
+                             "nomail": bool(nomail), "metoo": metoo_now})
             else:
-                print(address)
+                chosen = {None: "", 1: "metoo", 0: "not_metoo"}[metoo]   # only what the member chose
+                options = " ".join(o for o in ("nomail" if nomail else "", chosen) if o)
+                print(f"{address}  ({options})" if options else address)
         return 0
     if not args.addresses:
         raise CommandError(f"give one or more addresses: listmod members {args.action} {mlist.address} ADDR...")
     addresses = _addresses(args.addresses)
+    if args.action == "options":
+        changes: dict[str, bool | None] = {}
+        for name in ("nomail", "metoo"):
+            value = getattr(args, name)
+            if value is not None:
+                changes[name] = None if value == "default" else value == "on"
+        if not changes:
+            raise CommandError("say what to set: --nomail on|off and/or --metoo on|off|default")
+        with store.transaction() as conn:
+            for address in addresses:
+                try:
+                    said = set_options(conn, store.secret, mlist.address, address, changes, actor=_admin())
+                except KeyError:
+                    raise CommandError(f"{address} is not a member of {mlist.address}") from None
+                print(f"{address}: {said or 'unchanged'}")
+        return 0
     with store.transaction() as conn:
         for address in addresses:
             if args.action == "add":
@@ -495,10 +515,13 @@ def _parser() -> argparse.ArgumentParser:
     add("serve", cmd_serve, "run the daemon (SMTP/LMTP intake and delivery)")
     add("check", cmd_check, "check the config and the rule files; errors name file:line")
     p = add("members", cmd_members, "add, remove or list a list's members")
-    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("action", choices=["add", "remove", "list", "options"])
     p.add_argument("list", help="the list's address")
     p.add_argument("addresses", nargs="*", metavar="ADDR")
     p.add_argument("--reason", help="why; recorded in the audit trail")
+    p.add_argument("--nomail", choices=["on", "off"], help="options: no copies at all (stays a member)")
+    p.add_argument("--metoo", choices=["on", "off", "default"],
+                   help="options: a copy of one's own posts (default: the list's metoo)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("queue", cmd_queue, "show the held posts")
     p.add_argument("--list", help="only this list")

@@ -325,6 +325,8 @@ class ListConfig:
     digest_max_size: int = key(5 * 1024 * 1024, parse_size, "a size such as 5MB")  # the rest wait
     # when the From domain publishes DMARC p=reject or p=quarantine: "munge" the From to the list's
     # address, or "wrap" the post in a message from the list; the poster's address goes to Reply-To
+    # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
+    metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this
     confirm_within: float = key(2 * 86400.0, parse_duration, "a duration such as 2d")
     guidelines: Path | None = path_key(None, "a text file")   # sent in the welcome to each new member

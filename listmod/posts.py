@@ -105,7 +105,7 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
                      action=d.action, reason=d.reason, template=d.template, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == PostState.ACCEPTED:
-            enqueue_copies(conn, post_id, item.mlist, at)
+            enqueue_copies(conn, post_id, item.mlist, at, post.sender)
         if state == PostState.HELD and item.mlist.notify_held and post.sender and \
                 may_notify(conn, post.sender, at, notices_per_hour):
             enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
@@ -128,7 +128,7 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
     return records
 
 
-def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at: float) -> int:
+def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at: float, sender: str = "") -> int:
     """One outbox row per recipient copy: the roster at this moment, or the relay address, and the
     list's archives (an address, or maildir:/path); for a
     list that moderates newsgroups, one row for the one POST of the article to its news server."""
@@ -142,8 +142,12 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
     if mlist.relay_to:
         recipients = [mlist.relay_to]
     else:
+        # members with nomail get nothing; the poster no copy of their own post unless metoo (theirs,
+        # else the list's)
         recipients = [r[0] for r in conn.execute(
-            "SELECT address FROM members WHERE list = ? ORDER BY address", (mlist.address,))]
+            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND "
+            "NOT (address = ? AND COALESCE(metoo, ?) = 0) ORDER BY address",
+            (mlist.address, (sender or "").lower(), int(mlist.metoo)))]
     recipients += [a for a in mlist.archive if a not in recipients]  # the archives get the same copy
     conn.executemany(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
@@ -238,7 +242,7 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
                  sha256=sha, sender=current.sender, action=action, reason=reason, template=template,
                  rule="", source=source, actor=actor, at=at)
     if state == PostState.ACCEPTED:
-        enqueue_copies(conn, current.id, mlist, at)
+        enqueue_copies(conn, current.id, mlist, at, current.sender)
     elif state == PostState.REJECTED and current.sender:
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname), at)

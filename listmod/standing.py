@@ -66,3 +66,30 @@ def set_standing(conn: sqlite3.Connection, secret: bytes, list_address: str, add
                      (list_address, address, level.value, actor, at))
     _record(conn, secret, list_address, address, _ACTION[level], _TEMPLATE[level], reason, actor, source, at)
     return True
+
+
+OPTIONS = ("nomail", "metoo")
+
+
+def set_options(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str,
+                changes: dict[str, bool | None], *, actor: str, source: str = "command line",
+                at: float | None = None) -> str:
+    """Set a member's delivery options (`nomail`: no copies; `metoo`: a copy of one's own posts, None
+    for the list's default); what changed, as "nomail on, metoo off", or "" when nothing did. Raises
+    KeyError when the address is not a member."""
+    at = time.time() if at is None else at
+    row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+                       (list_address, address)).fetchone()
+    if row is None:
+        raise KeyError(address)
+    current = {"nomail": bool(row[0]), "metoo": None if row[1] is None else bool(row[1])}
+    changed = {k: v for k, v in changes.items() if k in OPTIONS and current[k] != v}
+    if not changed:
+        return ""
+    for name, value in changed.items():
+        conn.execute(f"UPDATE members SET {name} = ? WHERE list = ? AND address = ?",
+                     (None if value is None else int(value), list_address, address))
+    said = ", ".join(f"{k} {'default' if v is None else 'on' if v else 'off'}" for k, v in changed.items())
+    _record(conn, secret, list_address, address, "member-options", f"A member's options on {{list}}: {said}.",
+            "", actor, source, at)
+    return said

@@ -22,14 +22,15 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
 # 7 remotes (each server's last success and failure, for `listmod status`); 8 posts.dmarc (the
 # DMARC mitigation chosen for a post's copies: NULL not yet, '' none, 'munge' or 'wrap'); 9
 # confirmations (subscribe and unsubscribe requests waiting for the address to confirm) and
-# request_log (requests per client address in the last hour)
+# request_log (requests per client address in the last hour); 10 members.nomail and members.metoo
+# (a member's delivery options)
 KEY_LENGTH = 32
 
 
@@ -161,6 +162,10 @@ def _schema(db: sqlite_utils.Database) -> None:
             db.table("posts").add_column(column, kind)
     db.table("members").create({"list": str, "address": str, "added_at": float},
                          pk=("list", "address"), if_not_exists=True)
+    if "nomail" not in db.table("members").columns_dict:   # a member's options: no copies at all, and
+        db.table("members").add_column("nomail", int, not_null_default=0)
+    if "metoo" not in db.table("members").columns_dict:    # a copy of one's own posts (NULL: the list's metoo)
+        db.table("members").add_column("metoo", int)
     db.table("replies").create({"message_id": str, "sender": str, "received_at": float, "summary": str},
                          pk="message_id", if_not_exists=True)
     db.table("digests").create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},

@@ -21,7 +21,7 @@ from .config import ListConfig
 from .message import decode_words, printable
 from .notices import new_notice
 from .posts import enqueue_notice, may_notify
-from .standing import add_member, remove_member
+from .standing import add_member, remove_member, set_options
 
 TOKEN_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 COMMANDS = ("subscribe", "unsubscribe", "help", "confirm")
@@ -33,9 +33,28 @@ MAX_READ = 64 * 1024   # a request is a line; no more than this of it is read
 
 @dataclass(frozen=True)
 class Request:
-    command: str      # subscribe | unsubscribe | help | confirm | automatic | "" (none understood)
+    command: str      # subscribe | unsubscribe | options | help | confirm | automatic | "" (not understood)
     address: str      # who asks: the From address, else the envelope sender
     token: str = ""   # for confirm
+    options: str = "" # for options: "nomail=on,metoo=off" ("" asks what they are)
+
+
+_OPTIONS = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*options\b(.*)$", re.I)
+_SETTING = re.compile(r"\b(nomail|metoo|not_metoo)\s*(?:=\s*)?(on|off|yes|no|true|false)\b", re.I)
+
+
+def read_options(text: str) -> str | None:
+    """"options nomail on not_metoo off" -> "nomail=on,metoo=on"; None when the text is no options line."""
+    found = _OPTIONS.match(text)
+    if found is None:
+        return None
+    settings: dict[str, str] = {}
+    for name, value in _SETTING.findall(found.group(1)):
+        on = value.lower() in ("on", "yes", "true")
+        if name.lower() == "not_metoo":
+            name, on = "metoo", not on
+        settings[name.lower()] = "on" if on else "off"
+    return ",".join(f"{k}={v}" for k, v in sorted(settings.items()))
 
 
 def _first_text_line(msg: Message) -> str:
@@ -67,6 +86,9 @@ def read_request(raw: bytes, envelope_from: str, role: str) -> Request:
     if role == "leave":
         return Request("unsubscribe", address)
     for text in (printable(decode_words(str(msg.get("Subject", "")))), _first_text_line(msg)):
+        options = read_options(text)
+        if options is not None:
+            return Request("options", address, options=options)
         found = _COMMAND.match(text)
         if found and found.group(1).lower() in _WORDS:
             command = _WORDS[found.group(1).lower()]
@@ -103,6 +125,8 @@ def help_text(mlist: ListConfig) -> str:
             "with the request as the subject (or the first line of the text):\n\n"
             "    subscribe     join the list (you confirm by replying to the answer)\n"
             "    unsubscribe   leave the list (likewise confirmed)\n"
+            "    options       your options; \"options nomail on\" (no mail for now), \"options metoo on\"\n"
+            "                  (a copy of your own posts); changes are confirmed like the rest\n"
             "    help          this text\n\n"
             f"A mail to {mlist.local_part}-join@{mlist.domain} or {mlist.local_part}-leave@{mlist.domain} "
             "does the same as subscribe or unsubscribe.\n"
@@ -136,11 +160,26 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
         _mail(conn, mlist, address, f"Help for {mlist.address}", help_text(mlist) if request.command else
               "Your mail was not understood as a request.\n\n" + help_text(mlist), hostname, at, message_id)
         return "250 2.0.0 Request received; the answer comes by mail"
+    if request.command == "options":
+        row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+                           (mlist.address, address)).fetchone()
+        if row is None:
+            _mail(conn, mlist, address, f"Options on {mlist.address}",
+                  f"{address} is not a member of {mlist.address}, so it has no options there.\n\n"
+                  + help_text(mlist), hostname, at, message_id)
+            return "250 2.0.0 Request received; the answer comes by mail"
+        if not request.options:
+            _mail(conn, mlist, address, f"Your options on {mlist.address}",
+                  _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1])),
+                  hostname, at, message_id)
+            return "250 2.0.0 Request received; the answer comes by mail"
     token = _token()
+    action = f"options:{request.options}" if request.command == "options" else request.command
     conn.execute("INSERT INTO confirmations (token, list, address, action, created_at, expires_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (token, mlist.address, address, request.command, at,
+                 "VALUES (?, ?, ?, ?, ?, ?)", (token, mlist.address, address, action, at,
                                                at + mlist.confirm_within))
-    verb = "join" if request.command == "subscribe" else "leave"
+    verb = {"subscribe": "join", "unsubscribe": "leave"}.get(
+        request.command, f"set these options on ({request.options.replace(',', ', ')})")
     hours = max(1, round(mlist.confirm_within / 3600))
     _mail(conn, mlist, address, f"confirm {token}",
           f"Someone (perhaps you) asked for {address} to {verb} {mlist.address}.\n\n"
@@ -173,11 +212,33 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
             _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at,
                   message_id)
         return "250 2.0.0 Confirmed"
+    if action.startswith("options:"):
+        changes: dict[str, bool | None] = {
+            name: value == "on" for name, _, value in (p.partition("=") for p in action[8:].split(",") if p)}
+        try:
+            said = set_options(conn, secret, mlist.address, address, changes, actor=actor,
+                               source="mail (confirmed)", at=at)
+        except KeyError:
+            return "250 2.0.0 Not applied: the address is no longer a member"
+        row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+                           (mlist.address, address)).fetchone()
+        _mail(conn, mlist, address, f"Your options on {mlist.address}",
+              ("Changed: " + said + ".\n\n" if said else "Nothing needed changing.\n\n")
+              + _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1])),
+              hostname, at, message_id)
+        return "250 2.0.0 Confirmed"
     if remove_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)", at=at):
         _mail(conn, mlist, address, f"You have left {mlist.address}",
               f"{address} is no longer subscribed to {mlist.address}, and gets no more of its mail.\n\n"
               f"To come back, send \"subscribe\" to {mlist.request_address}.\n", hostname, at, message_id)
     return "250 2.0.0 Confirmed"
+
+
+def _options_text(mlist: ListConfig, nomail: bool, metoo: bool) -> str:
+    return (f"Your options on {mlist.address}:\n\n"
+            f"    nomail  {'on ' if nomail else 'off'}   {'no copies are sent to you' if nomail else 'you get the list mail'}\n"
+            f"    metoo   {'on ' if metoo else 'off'}   {'you get a copy of your own posts' if metoo else 'no copy of your own posts'}\n\n"
+            f"To change them, send e.g. \"options nomail on\" or \"options metoo on\" to {mlist.request_address}.\n")
 
 
 def welcome_text(mlist: ListConfig) -> str:

@@ -242,7 +242,9 @@ MEMBERS = ["alice@example.org", "bob@example.org", "carol@example.net"]
 def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: int | None = None,
                 extra_lists: str = "", rules_dir: Path | None = None, server_extra: str = "",
                 outbound_extra: str = "", list_extra: str = "", max_message_size: str = "1MB",
-                moderators: tuple[str, ...] = ("mod@example.org",)) -> Path:
+                moderators: tuple[str, ...] = ("mod@example.org",), metoo: bool = True) -> Path:
+    """`metoo`: the posting member (alice, who sends most test posts) gets a copy of her own post too,
+    so that a test counts one copy per member; tests of the default pass metoo=False."""
     rules = tmp / "rules"
     if not rules.exists():
         shutil.copytree(rules_dir or RULES_DIR, rules)
@@ -268,7 +270,7 @@ def make_config(tmp: Path, *, sink_port: int | None, smtp_port: int, lmtp_port: 
         address = "{LIST}"
         moderators = {json.dumps(list(moderators))}
         owner = "owner@example.org"
-        """) + list_extra + extra_lists
+        """) + ("metoo = true\n" if metoo else "") + list_extra + extra_lists
     path = tmp / "listmod.toml"
     path.write_text(text)
     return path

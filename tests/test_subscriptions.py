@@ -142,3 +142,35 @@ def test_mail_to_the_owner_address_reaches_the_owner_once(sink, make_daemon):
     time.sleep(0.5)
     assert len(sent_to(sink, "owner@example.org")) == 1
     assert forwarded[0].message["Subject"] == "a question" and forwarded[0].message["X-Loop"] == LIST
+
+
+def test_not_metoo_is_the_default_and_options_by_mail_are_confirmed(sink, make_daemon):
+    d = make_daemon(sink, metoo=False)
+    alice = MEMBERS[0]
+    d.send(alice, LIST, post_bytes(sender=alice, message_id="<own1@test>"))
+    copies = wait_until(lambda: len(c := sink.copies_for("<own1@test>")) == len(MEMBERS) - 1 and c, 15, "copies")
+    assert alice not in [r for r, _ in copies]            # no copy of one's own post, by default
+
+    assert "confirmation was mailed" in answer(d, REQUEST, mail(alice, "options metoo on"), sender=alice)
+    token = token_from(wait_until(lambda: [r for r in sent_to(sink, alice)
+                                           if r.message["Subject"].startswith("confirm")], 15, "confirmation")[0])
+    answer(d, REQUEST, mail(alice, f"Re: confirm {token}"), sender=alice)
+    told = wait_until(lambda: [r for r in sent_to(sink, alice) if r.message["Subject"].startswith("Your options")],
+                      15, "the options answer")[0]
+    assert "Changed: metoo on" in told.message.get_payload(decode=True).decode()
+    d.send(alice, LIST, post_bytes(sender=alice, message_id="<own2@test>"))
+    wait_until(lambda: alice in [r for r, _ in sink.copies_for("<own2@test>")], 15, "her own copy now")
+    assert [r["reason"] for r in d.cli_json("audit", "--only", "people") if r["action"] == "member-options"] == \
+        ["A member's options on dev@example.org: metoo on."]
+
+
+def test_nomail_keeps_the_member_but_sends_nothing(sink, make_daemon):
+    d = make_daemon(sink)
+    bob = MEMBERS[1]
+    assert "nomail on" in d.cli("members", "options", LIST, bob, "--nomail", "on").stdout
+    assert f"{bob}  (nomail)" in d.cli("members", "list", LIST).stdout
+    d.send(MEMBERS[0], LIST, post_bytes(message_id="<nomail@test>"))
+    copies = wait_until(lambda: len(c := sink.copies_for("<nomail@test>")) == len(MEMBERS) - 1 and c, 15, "copies")
+    assert bob not in [r for r, _ in copies]
+    result = d.cli("members", "options", LIST, "stranger@example.net", "--nomail", "on", check=False)
+    assert result.returncode != 0 and "is not a member" in result.stderr
