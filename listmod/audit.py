@@ -49,7 +49,7 @@ class Area(StrEnum):
 
 
 POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "undelivered",
-                "reply-failed", "dmarc-mitigated")
+                "reply-failed", "dmarc-mitigated", "hold-released")
 PEOPLE_ACTIONS = ("member-added", "member-removed", "member-options", "trusted", "banned",
                   "standing-cleared", "outbox-retry")
 CONFIG_ACTIONS = ("config-loaded", "rules-loaded", "moderator-added", "moderator-removed",

@@ -471,6 +471,55 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace, config: Config) -> int:
+    from . import privacy
+    store = _open_store(config)
+    if args.action == "release":
+        if not (args.reason or "").strip():
+            raise CommandError("say why with --reason: it goes into the audit trail")
+        conn = store.connect()
+        try:
+            record = find_post(conn, args.target)
+        except PostNotFound as err:
+            raise CommandError(str(err)) from None
+        finally:
+            conn.close()
+        with store.transaction() as conn:
+            released = privacy.release_hold(conn, store.secret, record.id, actor=_admin(), reason=args.reason)
+        print(f"post {record.label}: {'released from its legal hold' if released else 'was not under a legal hold'}")
+        return 0
+    [address] = _addresses([args.target])
+    if args.action == "export":
+        conn = store.connect()
+        try:
+            text = privacy.export_json(privacy.export(conn, store.secret, address))
+        finally:
+            conn.close()
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+            os.chmod(args.out, 0o600)
+            print(f"everything stored about {address} written to {args.out}")
+        else:
+            print(text)
+        return 0
+    if not (args.reason or "").strip():
+        raise CommandError("say why with --reason (e.g. \"erasure requested by the person on 2026-11-26\"): "
+                           "it goes into the audit trail, without the address")
+    with store.transaction() as conn:
+        report = privacy.forget(conn, store.secret, address, actor=_admin(), reason=args.reason)
+    state = config.server.state_dir
+    report.files = privacy.scrub_files([p for p in state.iterdir() if p.is_dir()], address)
+    conn = store.connect()
+    try:
+        report.compacted = privacy.compact(conn)
+    except sqlite3.OperationalError:
+        report.compacted = False
+    finally:
+        conn.close()
+    print(report.summary())
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from .backup import BackupError, restore
     try:
@@ -568,6 +617,12 @@ def _parser() -> argparse.ArgumentParser:
     p = add("restore", cmd_restore, "put a backup in place of the store (the daemon stopped; the old store "
                                     "is kept aside)")
     p.add_argument("dir", help="a directory made by `listmod backup`")
+    p = add("privacy", cmd_privacy, "what is stored about a person: export it, forget it, or release a "
+                                    "post from its legal hold")
+    p.add_argument("action", choices=["export", "forget", "release"])
+    p.add_argument("target", help="an address (export, forget) or a post id (release)")
+    p.add_argument("--out", help="export: write the JSON to this file (mode 0600) instead of stdout")
+    p.add_argument("--reason", help="forget, release: why; recorded in the audit trail")
     add("doctor", cmd_doctor, "check the config, the rules, state_dir, the key, the store, and reach and log "
                               "in to each server; every problem with its fix")
     p = add("audit", cmd_audit, "show the audit trail; `audit verify` the chain; `audit head` prints its head")

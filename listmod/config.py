@@ -325,6 +325,9 @@ class ListConfig:
     digest_max_size: int = key(5 * 1024 * 1024, parse_size, "a size such as 5MB")  # the rest wait
     # when the From domain publishes DMARC p=reject or p=quarantine: "munge" the From to the list's
     # address, or "wrap" the post in a message from the list; the poster's address goes to Reply-To
+    # the raw message of a decided post is blanked this long after the decision (0: kept); escalated
+    # posts under a legal hold are kept until the owner releases them (`listmod privacy release`)
+    retain_messages: float = key(0.0, parse_duration, 'a duration such as 90d, or 0 to keep them')
     # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this

@@ -14,7 +14,9 @@ from ..config import Config, ListConfig
 from ..intake.inbox import pending_replies, settle_reply
 from ..oplog import event
 from ..posts import prune_notice_log
+from ..privacy import purge_expired
 from ..store import GroupWriter, StoreError
+from ..subscriptions import expire_confirmations
 from ..supervise import QuietLog
 from .apply import expire_held, prepare_reply, process_reply, reply_failed
 from .digest import Digest, make_digest
@@ -31,6 +33,7 @@ class ModerationWorker:
         self.wake_outbox = wake_outbox
         self.tick = tick
         self.quiet = QuietLog(log)
+        self._swept = 0.0
 
     async def _write(self, fn):
         return await asyncio.wrap_future(self.writer.submit(fn))
@@ -49,8 +52,20 @@ class ModerationWorker:
 
     async def once(self) -> list[Digest]:
         now = time.time()
+        # expired confirmations and messages past retention: once a minute, or more often when a list
+        # keeps its messages for less than two minutes
+        retention = [m.retain_messages for m in self.config.lists if m.retain_messages > 0]
+        sweep = now - self._swept >= min([60.0, *(max(r / 2, 0.5) for r in retention)])
+        if sweep:
+            self._swept = now
+
         def housekeeping(conn) -> int:
             prune_notice_log(conn, now)
+            if sweep:
+                expire_confirmations(conn, now)
+                purged = purge_expired(conn, self.config, now)
+                if purged:
+                    log.info("%d raw message(s) past retain_messages blanked", purged)
             return expire_held(conn, self.secret, self.config, now)
         expired = await self._write(housekeeping)
         if expired:
