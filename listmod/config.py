@@ -173,6 +173,16 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _notify_held(value: Any) -> str:
+    if value is True:    # as before 0.2: true told every held poster
+        return "all"
+    if value is False:
+        return "none"
+    if value not in ("verified", "all", "none"):
+        raise ValueError('"verified", "all" or "none"')
+    return value
+
+
 def _action(value: Any) -> str:
     if value not in ACTIONS_FOR_DEFAULTS:
         raise ValueError(" | ".join(f'"{a}"' for a in ACTIONS_FOR_DEFAULTS))
@@ -312,7 +322,9 @@ class ListConfig:
     remind_after: float = key(86400.0, parse_duration, "a duration such as 1d")   # flagged in the digest
     expire_after: float = key(7 * 86400.0, parse_duration, "a duration such as 7d")  # then expire_action
     expire_action: str = key("reject", _action, '"accept", "hold", "reject" or "discard"')
-    notify_held: bool = key(False, _bool, "true or false")     # tell a held poster once, with a withdraw token
+    # tell a held poster once (with a withdraw token), and what became of the post: "verified" (members
+    # and senders whose domain trusted Authentication-Results vouches for), "all", or "none"
+    notify_held: str = key("verified", _notify_held, '"verified", "all" or "none"')
     require_dkim: bool = key(False, _bool, "true or false")    # moderator replies must show dkim=pass
     nntp_username: str = key("", _string, "the news server login")  # AUTHINFO USER, when the server asks
     nntp_password_file: Path | None = path_key(None, "a file path")

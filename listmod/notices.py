@@ -92,10 +92,22 @@ def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, messa
                      f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}",
                      hostname, message_id=message_id, in_reply_to=post.message_id)
     msg.set_content(
-        f"Your post to {mlist.address} is held until a moderator has read it ({short_id}).\n\n"
-        f"Why:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
-        "You will hear from us only if it is not accepted. To take the post back, reply to this\n"
+        f"Your post to {mlist.address} is waiting for a moderator (it is held as {short_id}) because:\n\n"
+        f"{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
+        "You will hear from us again when it has been decided. To take the post back, reply to this\n"
         "message with the single word:\n\n    withdraw\n")
+    return msg.as_bytes()
+
+
+def approved_notice(mlist: ListConfig, post: PostRecord, hostname: str) -> bytes:
+    """Tell a poster who was told their post is held that a moderator let it through."""
+    venue = ", ".join(mlist.newsgroups) or mlist.address
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address), post.sender,
+                     f"Your post to {venue} was approved: {post.subject or '(no subject)'}", hostname,
+                     in_reply_to=post.message_id)
+    msg.set_content(f"Your post to {venue} was read by a moderator and approved; it is on its way "
+                    f"to {'the newsgroup' if mlist.newsgroups else 'the list'} now.\n\n"
+                    f"Subject: {post.subject or '(no subject)'}\n")
     return msg.as_bytes()
 
 

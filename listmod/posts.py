@@ -12,7 +12,7 @@ from . import audit
 from .config import Config, ListConfig
 from .kinds import STATE_FOR_ACTION, Action, OutboxKind, OutboxState, PostState
 from .message import Post
-from .notices import article_failed_notice, escalation_notice, held_notice, rejection_notice
+from .notices import approved_notice, article_failed_notice, escalation_notice, held_notice, rejection_notice
 from .rules import Decision
 from .store import insert
 from .tokens import held_notice_id
@@ -30,6 +30,7 @@ class Judged:
     decision: Decision
     context: str = ""   # JSON of the rules' Context, kept so that `replay` sees history as it was
     thread: str = ""
+    verified: bool = False   # a member, or a From that trusted authentication vouches for: may be told
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,20 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         post_id = insert(
             conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
             "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
-            "escalated, tags, context, excerpt, parsed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "escalated, tags, context, excerpt, parsed, verified) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
              None if state == PostState.HELD else at, item.thread, int(escalated), " ".join(d.tags),
-             item.context, post.excerpt if state == PostState.HELD else "", int(not post.problems)))
+             item.context, post.excerpt if state == PostState.HELD else "", int(not post.problems),
+             int(item.verified)))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, template=d.template, rule=d.rule_id, source=d.source,
                      actor=d.actor, ruleset=d.ruleset, evidence=d.evidence, at=at)
         if state == PostState.ACCEPTED:
             enqueue_copies(conn, post_id, item.mlist, at, post.sender)
-        if state == PostState.HELD and item.mlist.notify_held and post.sender and \
+        if state == PostState.HELD and post.sender and may_tell(item.mlist, item.verified) and \
                 may_notify(conn, post.sender, at, notices_per_hour):
             enqueue_notice(conn, post_id, item.mlist, post.sender, held_notice(
                 item.mlist, post, short_id or "", d.reason,
@@ -164,6 +166,13 @@ def enqueue_notice(conn: sqlite3.Connection, post_id: int | None, mlist: ListCon
         "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
         (post_id, OutboxKind.NOTICE, mlist.address, recipient, mlist.bounce_address, body, OutboxState.PENDING,
          at, at))
+
+
+def may_tell(mlist: ListConfig, verified: bool) -> bool:
+    """Whether a poster hears that their post is held, and later what became of it: notify_held
+    "verified" (members, and senders whose domain trusted authentication vouches for: never
+    backscatter to a forged sender), "all", or "none"."""
+    return mlist.notify_held == "all" or (mlist.notify_held == "verified" and verified)
 
 
 def may_notify(conn: sqlite3.Connection, recipient: str, at: float, per_hour: int) -> bool:
@@ -243,6 +252,11 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
                  rule="", source=source, actor=actor, at=at)
     if state == PostState.ACCEPTED:
         enqueue_copies(conn, current.id, mlist, at, current.sender)
+        verified = conn.execute("SELECT COALESCE(verified, 0) FROM posts WHERE id = ?", (current.id,)).fetchone()[0]
+        if current.sender and may_tell(mlist, bool(verified)) and \
+                may_notify(conn, current.sender, at, config.server.held_notices_per_hour):
+            enqueue_notice(conn, current.id, mlist, current.sender,
+                           approved_notice(mlist, current, config.server.hostname), at)
     elif state == PostState.REJECTED and current.sender:
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname), at)

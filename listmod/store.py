@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -31,7 +31,7 @@ SCHEMA_VERSION = 11
 # confirmations (subscribe and unsubscribe requests waiting for the address to confirm) and
 # request_log (requests per client address in the last hour); 10 members.nomail and members.metoo
 # (a member's delivery options); 11 posts.hold_released (when the owner let an escalated post go
-# from its legal hold)
+# from its legal hold); 12 posts.verified (the poster may be told what became of the post)
 KEY_LENGTH = 32
 
 
@@ -158,7 +158,8 @@ def _schema(db: sqlite_utils.Database) -> None:
         "created_at": float, "done_at": float,
     }, pk="id", if_not_exists=True)
     for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str),
-                         ("excerpt", str), ("parsed", int), ("dmarc", str), ("hold_released", float)):
+                         ("excerpt", str), ("parsed", int), ("dmarc", str), ("hold_released", float),
+                         ("verified", int)):
         if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
             db.table("posts").add_column(column, kind)
     db.table("members").create({"list": str, "address": str, "added_at": float},

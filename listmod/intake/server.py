@@ -28,7 +28,7 @@ from ..metrics import JUDGE_SECONDS, received
 from ..oplog import event, who
 from ..posts import Judged, PostRecord, record_intake
 from ..rules import Decision, OutOfSlice, RuleSet, decide
-from ..rules.context import build_context, context_json, thread_key
+from ..rules.context import build_context, context_json, thread_key, verified_sender
 from ..store import GroupWriter, StoreError
 from ..subscriptions import first_message_id, forward_to_owner, handle_request, read_request
 from .inbox import store_reply
@@ -518,7 +518,8 @@ class IntakeHandler:
                 continue
             ctx = build_context(reader, post, mlist, self.config, ruleset, now)
             judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
-                                 context_json(ctx), thread_key(post)))
+                                 context_json(ctx), thread_key(post),
+                                 verified_sender(post, ctx.sender_is_member, self.config.server.authserv_id)))
         return post, judged
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

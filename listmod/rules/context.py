@@ -61,6 +61,21 @@ def dkim_pass_domains(post: Post, authserv_id: str) -> set[str]:
     return domains
 
 
+def verified_sender(post: Post, is_member: bool, authserv_id: str) -> bool:
+    """Whether a notice to the poster is safe from backscatter: a member, or a From domain that a
+    trusted Authentication-Results shows signed it (DKIM) or sent it (SPF, with the envelope sender
+    in the same domain)."""
+    if is_member:
+        return True
+    domain = post.from_address.rpartition("@")[2].lower()
+    if not domain or not authserv_id:
+        return False
+    if domain in dkim_pass_domains(post, authserv_id):
+        return True
+    return ("spf", "pass") in authentication_results(post, authserv_id) and \
+        post.envelope_sender.rpartition("@")[2].lower() == domain
+
+
 def spam_score(post: Post, header: str) -> float | None:
     if not header:
         return None
