@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .. import audit
@@ -35,8 +36,6 @@ from ..supervise import QuietLog
 from ..tlsclient import client_tls_context, is_loopback
 from ..tomlfile import format_duration
 from .articles import approved_article, article_message_id
-from .dkimsign import Signer
-from .dmarc import PolicyLookup, from_address, munged, wrapped
 from .nntp import NntpClient, NntpError, judge_post_reply
 
 log = logging.getLogger("listmod.delivery")
@@ -458,9 +457,13 @@ class Outbox:
         self._lists = {m.address: m for m in config.lists}
         self.journal: DeliveryJournal | None = None
         self.quiet = QuietLog(log)
-        self.policies = PolicyLookup(config.server.nameservers)
-        self.signers = {m.address: Signer(m.domain, m.dkim_selector, m.dkim_key)
-                        for m in config.lists if m.dkim_key is not None and m.dkim_selector}
+        # dnspython and dkimpy cost ~14 MiB: loaded only when a list mitigates DMARC or signs
+        self._policies: Any = None    # a dmarc.PolicyLookup, made when first needed
+        self.signers: dict[str, Any] = {}
+        if any(m.dkim_key is not None and m.dkim_selector for m in config.lists):
+            from .dkimsign import Signer
+            self.signers = {m.address: Signer(m.domain, m.dkim_selector, m.dkim_key)
+                            for m in config.lists if m.dkim_key is not None and m.dkim_selector}
 
     def wake(self) -> None:
         self._wake.set()
@@ -647,6 +650,7 @@ class Outbox:
         mlist = self._lists.get(copy.list) or ListConfig(address=copy.list)
         body = list_copy(raw, mlist, message_id or "")
         if mlist.dmarc_mitigation != "none":
+            from .dmarc import munged, wrapped
             mode = self._mitigation(state, copy, mlist, raw)
             if mode == "munge":
                 body = munged(body, mlist)
@@ -667,9 +671,12 @@ class Outbox:
         chosen = conn.execute("SELECT dmarc FROM posts WHERE id = ?", (copy.post,)).fetchone()[0]
         if chosen is not None:
             return chosen
+        from .dmarc import PolicyLookup, from_address
+        if self._policies is None:
+            self._policies = PolicyLookup(self.config.server.nameservers)
         _name, address = from_address(raw)
         domain = address.rpartition("@")[2]
-        policy = self.policies.policy_for(domain) if domain else None
+        policy = self._policies.policy_for(domain) if domain else None
         mode = mlist.dmarc_mitigation if policy is not None and policy.strict else ""
         with immediate(conn):
             if conn.execute("UPDATE posts SET dmarc = ? WHERE id = ? AND dmarc IS NULL",
