@@ -51,7 +51,8 @@ class Area(StrEnum):
 POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "undelivered",
                 "reply-failed", "dmarc-mitigated", "hold-released")
 PEOPLE_ACTIONS = ("member-added", "member-removed", "member-options", "trusted", "banned",
-                  "standing-cleared", "outbox-retry")
+                  "standing-cleared", "outbox-retry", "made-leader", "trust-cleared", "promoted", "demoted",
+                  "noted", "warned", "moderated", "sanction-lifted", "sanction-ended")
 CONFIG_ACTIONS = ("config-loaded", "rules-loaded", "moderator-added", "moderator-removed",
                   "owner-added", "owner-removed")
 TRAIL_ACTIONS = ("erased", "sealed")

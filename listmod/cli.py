@@ -18,7 +18,7 @@ from .config import Config, load_config, normalize_address
 from .message import printable
 from .posts import AlreadyDecided, PostNotFound, decide_held, find_post, held_posts, is_escalated
 from .rules import load_rules
-from .standing import Level, add_member, remove_member, set_options, set_standing
+from .standing import add_member, remove_member, set_options
 from .store import StartupError, Store, check_integrity, load_or_create_secret, private_state_dir
 from .tomlfile import ConfigError, parse_duration
 
@@ -308,16 +308,94 @@ def cmd_outbox(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_trust(args: argparse.Namespace, config: Config) -> int:
+    from .ladder import lift_sanction, set_sanction, set_trust
     mlist = _list(config, args.list)
     if not args.reason.strip():
         raise CommandError("say why with --reason: it goes into the audit trail")
     store = _open_store(config)
     addresses = _addresses(args.addresses)
+    reason, actor = args.reason.strip(), _admin()
     with store.transaction() as conn:
         for address in addresses:
-            changed = set_standing(conn, store.secret, mlist.address, address, Level(args.level), actor=_admin(),
-                                   reason=args.reason.strip())
+            if args.level == "banned":   # the last step of the sanction ladder (`listmod sanction`)
+                set_sanction(conn, store.secret, config, mlist, address, "banned", reason=reason, actor=actor)
+                changed = True
+            elif args.level == "none":
+                changed = set_trust(conn, store.secret, config, mlist, address, "", actor=actor, reason=reason)
+                changed = lift_sanction(conn, store.secret, config, mlist, address, reason=reason,
+                                        actor=actor) or changed
+            else:
+                changed = set_trust(conn, store.secret, config, mlist, address, args.level, actor=actor,
+                                    reason=reason)
             print(f"{address}: {args.level} on {mlist.address}{'' if changed else ' (already)'}")
+    return 0
+
+
+def cmd_sanction(args: argparse.Namespace, config: Config) -> int:
+    from .ladder import lift_sanction, set_sanction
+    mlist = _list(config, args.list)
+    if not (args.reason or "").strip():
+        raise CommandError("say why with --reason: the member is told it, and it goes into the audit trail")
+    [address] = _addresses([args.address])
+    store = _open_store(config)
+    until = None
+    if args.duration:
+        if args.step in ("lift", "note"):
+            raise CommandError(f"--for goes with warning, moderated or banned, not {args.step}")
+        try:
+            until = time.time() + parse_duration(args.duration)
+        except ValueError as err:
+            raise CommandError(f"--for {args.duration}: {err}") from None
+    with store.transaction() as conn:
+        if args.step == "lift":
+            done = lift_sanction(conn, store.secret, config, mlist, address, reason=args.reason.strip(),
+                                 actor=_admin())
+            print(f"{address}: {'sanction lifted' if done else 'no sanction was in force'} on {mlist.address}")
+        else:
+            said = set_sanction(conn, store.secret, config, mlist, address, args.step, until=until,
+                                reason=args.reason.strip(), actor=_admin())
+            print(f"{address}: {said} on {mlist.address}")
+    return 0
+
+
+def cmd_member(args: argparse.Namespace, config: Config) -> int:
+    from .ladder import level_of, standing_of
+    mlist = _list(config, args.list)
+    [address] = _addresses([args.address])
+    store = _open_store(config)
+    conn = store.connect()
+    try:
+        now = time.time()
+        row = conn.execute("SELECT added_at, nomail, metoo FROM members WHERE list = ? AND address = ?",
+                           (mlist.address, address)).fetchone()
+        standing = standing_of(conn, mlist.address, address)
+        level = level_of(conn, mlist, address, now, standing)
+        sanction = standing.current(now)
+        approved = conn.execute("SELECT COUNT(*) FROM posts WHERE list = ? AND sender = ? AND state = 'accepted'",
+                                (mlist.address, address)).fetchone()[0]
+        alias = audit_trail.pseudonym(store.secret, address)
+        history = conn.execute("SELECT time, action, reason, actor FROM audit WHERE list = ? AND sender = ? "
+                               "ORDER BY seq", (mlist.address, alias)).fetchall()
+    finally:
+        conn.close()
+    until = (f" until {_when(standing.until)}, then {standing.previous or 'none'}"
+             if sanction and standing.until and sanction == standing.sanction else "")
+    info = {"list": mlist.address, "address": address, "member": row is not None,
+            "member_since": row[0] if row else None, "nomail": bool(row and row[1]), "level": level,
+            "trust_by_hand": standing.trust or None, "sanction": sanction or None,
+            "sanction_until": standing.until if sanction and sanction == standing.sanction else None,
+            "approved_posts": approved,
+            "history": [{"time": t, "action": a, "reason": r, "actor": act} for t, a, r, act in history]}
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{address} on {mlist.address}: {'member since ' + _when(row[0]) if row else 'not a member'}"
+          f"{' (nomail)' if row and row[1] else ''}")
+    print(f"  trust level: {level}{' (given by hand)' if standing.trust else ''}; {approved} approved post(s)")
+    print(f"  sanction:    {sanction or 'none'}{until}")
+    print("  history:")
+    for t, a, r, _actor in history:
+        print(f"    {_when(t)}  {a:<16} {printable(r) if r else '(erased)'}")
     return 0
 
 
@@ -588,11 +666,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*", metavar="ID", help="with retry: the rows to send again")
     p.add_argument("--failed", action="store_true", help="only failed rows; with retry: all of them")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p = add("trust", cmd_trust, "set a sender's standing on a list (the sender.trust field)")
+    p = add("trust", cmd_trust, "give trust by hand (trusted, leader), ban, or clear both (none)")
     p.add_argument("list", help="the list's address")
     p.add_argument("addresses", nargs="+", metavar="ADDR")
-    p.add_argument("--level", choices=[level.value for level in Level], default="trusted")
+    p.add_argument("--level", choices=["trusted", "leader", "banned", "none"], default="trusted")
     p.add_argument("--reason", required=True, help="why (required): it goes into the audit trail")
+    p = add("sanction", cmd_sanction, "put a member on a step of the ladder (note, warning, moderated, "
+                                      "banned), or lift it")
+    p.add_argument("list", help="the list's address")
+    p.add_argument("address", metavar="ADDR")
+    p.add_argument("step", choices=["note", "warning", "moderated", "banned", "lift"])
+    p.add_argument("--for", dest="duration", help="an end, such as 14d; then back to the step before")
+    p.add_argument("--reason", help="why (required): the member is told it (but of a note)")
+    p = add("member", cmd_member, "one person on a list: trust level, sanction, history")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("list", help="the list's address")
+    p.add_argument("address", metavar="ADDR")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p = add("explain", cmd_explain, "show every rule considered for a message and the decision; "
                                     "changes nothing")
     p.add_argument("message", help="the message file (.eml), or - for standard input")

@@ -340,6 +340,12 @@ class ListConfig:
     # the raw message of a decided post is blanked this long after the decision (0: kept); escalated
     # posts under a legal hold are kept until the owner releases them (`listmod privacy release`)
     retain_messages: float = key(0.0, parse_duration, 'a duration such as 90d, or 0 to keep them')
+    # trust levels (docs/people.md): basic after this many approved posts; trusted after this many over
+    # promote_trusted_days, with no rejection under a conduct rule within conduct_window
+    promote_basic_after: int = key(3, _positive_int, "a whole number >= 1")
+    promote_trusted_after: int = key(20, _positive_int, "a whole number >= 1")
+    promote_trusted_days: float = key(30 * 86400.0, parse_duration, "a duration such as 30d")
+    conduct_window: float = key(90 * 86400.0, parse_duration, "a duration such as 90d")
     # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this

@@ -74,7 +74,8 @@ def _new_short_id(conn: sqlite3.Connection) -> str:
 def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelope_from: str,
                   rcpt_tos: list[str], peer: str, post: Post, judged: list[Judged],
                   at: float | None = None, hostname: str = "localhost",
-                  notices_per_hour: int = 3, reject_by_notice: bool = False) -> list[PostRecord]:
+                  notices_per_hour: int = 3, reject_by_notice: bool = False,
+                  config: Config | None = None) -> list[PostRecord]:
     """Store the message, each list's decision and its audit record; queue accepted copies.
     `reject_by_notice`: a rejection is answered 250 and the poster is mailed a notice (LMTP behind
     an MTA's queue, which would otherwise bounce the 550); newsgroup lists always reject so.
@@ -95,13 +96,13 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
         post_id = insert(
             conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
             "evidence, ruleset, sender, subject, message_id, created_at, decided_at, thread, "
-            "escalated, tags, context, excerpt, parsed, verified) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "escalated, tags, context, excerpt, parsed, verified, category) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message, item.mlist.address, short_id, state, d.action, d.rule_id, d.source, d.actor,
              d.reason, d.evidence, d.ruleset, post.sender, post.subject, post.message_id, at,
              None if state == PostState.HELD else at, item.thread, int(escalated), " ".join(d.tags),
              item.context, post.excerpt if state == PostState.HELD else "", int(not post.problems),
-             int(item.verified)))
+             int(item.verified), d.category))
         audit.append(conn, secret, list=item.mlist.address, post=post_id,
                      message_id=post.message_id, sha256=post.sha256, sender=post.sender,
                      action=d.action, reason=d.reason, template=d.template, rule=d.rule_id, source=d.source,
@@ -126,6 +127,12 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
             # itself, and an MTA's queue (LMTP) likewise: the poster hears the reason by mail instead
             enqueue_notice(conn, post_id, item.mlist, post.sender,
                            rejection_notice(item.mlist, record, d.reason, hostname), at)
+        if config is not None and post.sender and item.mlist.news_server is None:
+            from .ladder import conduct_rejected, note_level  # (ladder builds on this module)
+            if state == PostState.ACCEPTED:   # a promotion, perhaps
+                note_level(conn, secret, config, item.mlist, post.sender, at)
+            elif state == PostState.REJECTED and d.category == "conduct":
+                conduct_rejected(conn, secret, config, item.mlist, post.sender, at)
         records.append(record)
     return records
 
@@ -250,6 +257,12 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     audit.append(conn, secret, list=mlist.address, post=current.id, message_id=current.message_id,
                  sha256=sha, sender=current.sender, action=action, reason=reason, template=template,
                  rule="", source=source, actor=actor, at=at)
+    from .ladder import conduct_rejected, note_level  # (ladder builds on this module)
+    category = conn.execute("SELECT COALESCE(category, '') FROM posts WHERE id = ?", (current.id,)).fetchone()[0]
+    if state == PostState.ACCEPTED and current.sender:
+        note_level(conn, secret, config, mlist, current.sender, at)
+    elif state == PostState.REJECTED and category == "conduct":
+        conduct_rejected(conn, secret, config, mlist, current.sender, at, actor=actor)
     if state == PostState.ACCEPTED:
         enqueue_copies(conn, current.id, mlist, at, current.sender)
         verified = conn.execute("SELECT COALESCE(verified, 0) FROM posts WHERE id = ?", (current.id,)).fetchone()[0]

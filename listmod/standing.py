@@ -1,25 +1,13 @@
-"""Membership and standing (trusted, banned): the one place they change, for the command line, the
-daemon and moderators' replies alike, and every change is an audit record with its reason."""
+"""Membership and members' options: the one place they change, for the command line, the daemon
+and requests by mail alike, and every change is an audit record with its reason. Trust levels and
+sanctions are in ladder.py."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from enum import StrEnum
 
 from . import audit
-
-
-class Level(StrEnum):
-    TRUSTED = "trusted"
-    BANNED = "banned"
-    NONE = "none"
-
-
-_ACTION = {Level.TRUSTED: "trusted", Level.BANNED: "banned", Level.NONE: "standing-cleared"}
-_TEMPLATE = {Level.TRUSTED: "The sender may post to {list} without review.",
-             Level.BANNED: "Posts from this sender to {list} are rejected.",
-             Level.NONE: "The sender's standing on {list} was cleared; the list's rules apply as to anyone."}
 
 
 def _record(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, action: str,
@@ -49,22 +37,6 @@ def remove_member(conn: sqlite3.Connection, secret: bytes, list_address: str, ad
         return False
     _record(conn, secret, list_address, address, "member-removed", "A member was removed from {list}.", reason,
             actor, source, at)
-    return True
-
-
-def set_standing(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str, level: Level, *,
-                 actor: str, reason: str, source: str = "command line", at: float | None = None) -> bool:
-    """Trust, ban or clear a sender on a list; False (and no record) when nothing changed."""
-    at = time.time() if at is None else at
-    row = conn.execute("SELECT trust FROM standing WHERE list = ? AND address = ?", (list_address, address)).fetchone()
-    if (row[0] if row else Level.NONE.value) == level.value:
-        return False
-    if level is Level.NONE:
-        conn.execute("DELETE FROM standing WHERE list = ? AND address = ?", (list_address, address))
-    else:
-        conn.execute("INSERT OR REPLACE INTO standing (list, address, trust, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
-                     (list_address, address, level.value, actor, at))
-    _record(conn, secret, list_address, address, _ACTION[level], _TEMPLATE[level], reason, actor, source, at)
     return True
 
 

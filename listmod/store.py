@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -159,7 +159,7 @@ def _schema(db: sqlite_utils.Database) -> None:
     }, pk="id", if_not_exists=True)
     for column, kind in (("thread", str), ("escalated", int), ("tags", str), ("context", str),
                          ("excerpt", str), ("parsed", int), ("dmarc", str), ("hold_released", float),
-                         ("verified", int)):
+                         ("verified", int), ("category", str)):
         if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
             db.table("posts").add_column(column, kind)
     db.table("members").create({"list": str, "address": str, "added_at": float},
@@ -192,6 +192,12 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("digest_items").create({"digest": int, "post": int}, pk=("digest", "post"), if_not_exists=True)
     db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
+    for column, kind in (("sanction", str), ("sanction_until", float), ("sanction_prev", str),
+                         ("sanction_reason", str), ("told_level", str)):
+        if column not in db.table("standing").columns_dict:
+            db.table("standing").add_column(column, kind)
+    # before 13, a ban was a trust value; now it is the last step of the sanction ladder
+    db.execute("UPDATE standing SET sanction = 'banned', trust = NULL WHERE trust = 'banned'")
     db.table("people").create({"pseudonym": str, "address": str}, pk="pseudonym", if_not_exists=True)
     db.table("remotes").create({"remote": str, "last_ok": float, "last_failure": float, "last_error": str},
                                pk="remote", if_not_exists=True)

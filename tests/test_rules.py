@@ -212,7 +212,9 @@ def ctx(**kw):
 @pytest.mark.parametrize("match, context, hit", [
     ('match.sender.trust = "trusted"', ctx(sender_trust="trusted"), True),
     ('match.sender.trust = "trusted"', ctx(), False),
-    ('match.sender.trust.equals = ["banned", "none"]', ctx(), True),
+    ('match.sender.trust.equals = ["new", "basic"]', ctx(), True),        # a stranger is new
+    ('match.sender.sanction = "warning"', ctx(sender_sanction="warning"), True),
+    ('match.sender.sanction = "none"', ctx(), True),
     ('match.sender.approved_posts.lt = 3', ctx(approved_posts=2), True),
     ('match.sender.approved_posts.lt = 3', ctx(approved_posts=3), False),
     ('match.sender.posts_last_hour.gt = 10', ctx(posts_last_hour=11), True),
@@ -271,7 +273,7 @@ def test_exempt_senders_skip_the_rule_and_the_trace_says_why(tmp_path):
         """)
     assert decide(msg(), ctx(sender_is_moderator=True), rs).rule_id == "default-member"
     trusted = decide(msg(), ctx(sender_trust="trusted"), rs)
-    assert trusted.trace[0].evidence == "exempt: the sender is trusted" and not trusted.trace[0].matched
+    assert trusted.trace[0].evidence == "exempt: the sender's trust level is trusted" and not trusted.trace[0].matched
     assert decide(msg(), ctx(), rs).rule_id == "x"
 
 
@@ -342,7 +344,7 @@ def test_a_rule_after_one_that_decides_everything_is_unreachable(tmp_path):
 def test_banned_senders_are_rejected_and_trusted_ones_skip_review(tmp_path):
     rs = rules(tmp_path, '[[rule]]\nid = "h"\naction = "hold"\nreason = "r"\nmatch.body.contains = "plain"\n\n'
                          '[[rule]]\nid = "x"\naction = "reject"\nreason = "exe"\nmatch.subject.contains = "exe"\n')
-    banned = decide(msg(), ctx(sender_trust="banned"), rs)
+    banned = decide(msg(), ctx(sender_sanction="banned"), rs)
     assert (banned.action, banned.rule_id, banned.source) == ("reject", "banned", "builtin")
     trusted = decide(msg(), ctx(sender_trust="trusted", sender_is_member=False), rs)
     assert (trusted.action, trusted.rule_id) == ("accept", "trusted-sender")

@@ -586,7 +586,8 @@ class IntakeHandler:
         return self.writer.submit(lambda conn: record_intake(
             conn, self.secret, raw=raw, envelope_from=mail_from, rcpt_tos=rcpts, peer=peer,
             post=post, judged=judged, hostname=self.config.server.hostname,
-            notices_per_hour=self.config.server.held_notices_per_hour, reject_by_notice=self.rejects_by_notice))
+            notices_per_hour=self.config.server.held_notices_per_hour, reject_by_notice=self.rejects_by_notice,
+            config=self.config))
 
     def _judge_and_commit(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str,
                           done: concurrent.futures.Future) -> None:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from .. import audit, tokens
 from ..config import Config, ListConfig
+from ..ladder import set_sanction, set_trust
 from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, find_post
-from ..standing import Level, set_standing
+from ..tomlfile import parse_duration
 
 if TYPE_CHECKING:
     from .replies import CommandLine
@@ -121,8 +122,17 @@ def decide(step: Step, post: PostRecord | None) -> None:
     if mlist is None or not _still_held(step, post, mlist):
         return
     command, cmd = COMMANDS[step.cmd.verb], step.cmd
-    template = audit.FREE_TEXT if cmd.reason else _DEFAULT_REASON[command.action]
-    reason = cmd.reason or template.replace("{list}", mlist.address)
+    given, until = cmd.reason, None
+    if command.standing in ("banned", "warning"):   # "ban K7Q2 for 30d reason": a step with an end
+        found = re.match(r"\s*for\s+(\d+\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
+        if found:
+            try:
+                until = step.at + parse_duration(found.group(1).replace(" ", "").lower())
+                given = found.group(2).strip()
+            except ValueError:
+                pass
+    template = audit.FREE_TEXT if given else _DEFAULT_REASON[command.action]
+    reason = given or template.replace("{list}", mlist.address)
     actor = f"moderator:{step.receipt.moderator}"
     source = f"mail command: {cmd.verb} {post.short_id}"
     try:
@@ -132,11 +142,16 @@ def decide(step: Step, post: PostRecord | None) -> None:
         step.receipt.results.append(Result(cmd.line, False, str(err), mlist.address))
         return
     what = _DONE[done.state]
-    if command.standing is not None and post.sender:
-        set_standing(step.conn, step.secret, mlist.address, post.sender, command.standing, actor=actor,
-                     reason=f"{cmd.verb} {post.short_id}: {reason}", source=source, at=step.at)
-        what += {Level.TRUSTED: f"; {post.sender} now posts without review",
-                 Level.BANNED: f"; later posts from {post.sender} are rejected"}.get(command.standing, "")
+    if command.standing and post.sender:
+        why = f"{cmd.verb} {post.short_id}: {reason}"
+        if command.standing == "trusted":
+            set_trust(step.conn, step.secret, step.config, mlist, post.sender, "trusted", actor=actor, reason=why,
+                      source=source, at=step.at)
+            what += f"; {post.sender} now posts without review"
+        else:
+            said = set_sanction(step.conn, step.secret, step.config, mlist, post.sender, command.standing,
+                                reason=reason, actor=actor, until=until, source=source, at=step.at)
+            what += f"; {post.sender}: {said}"
     step.receipt.results.append(Result(cmd.line, True, f"{post.short_id} {what}", mlist.address))
 
 
@@ -186,7 +201,7 @@ class Command:
     help: str
     apply: Callable[[Step, PostRecord | None], None]
     action: str = ""                            # the decision it makes on the post ("" for none)
-    standing: Level | None = None               # what it makes of the sender, if anything
+    standing: str = ""                          # what it makes of the sender: trusted, warning, banned
     under_each_post: bool = False               # printed, with the post's id, under each held post
     for_moderators: bool = True                 # withdraw is the poster's own
 
@@ -196,9 +211,11 @@ REGISTRY: tuple[Command, ...] = (
     Command("reject", "ID reason", "the poster is told the reason", decide, action="reject", under_each_post=True),
     Command("discard", "ID", "drop it; nobody is told", decide, action="discard", under_each_post=True),
     Command("trust", "ID", "approve; this sender posts without review from now on", decide, action="accept",
-            standing=Level.TRUSTED),
-    Command("ban", "ID reason", "reject; later posts from this sender are rejected", decide, action="reject",
-            standing=Level.BANNED),
+            standing="trusted"),
+    Command("warn", "ID [for 30d] reason", "reject, and warn the sender (told the reason and the guidelines)",
+            decide, action="reject", standing="warning"),
+    Command("ban", "ID [for 30d] reason", "reject; later posts from this sender are rejected (until the end)",
+            decide, action="reject", standing="banned"),
     Command("defer", "ID", "leave it held", defer),
     Command("withdraw", "", "(a poster, replying to the notice that the post is held) take it back",
             withdraw, for_moderators=False),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ..config import Config, ListConfig
 from ..intake.inbox import pending_replies, settle_reply
+from ..ladder import end_sanctions
 from ..oplog import event
 from ..posts import prune_notice_log
 from ..privacy import purge_expired
@@ -61,6 +62,9 @@ class ModerationWorker:
 
         def housekeeping(conn) -> int:
             prune_notice_log(conn, now)
+            ended = end_sanctions(conn, self.secret, self.config, now)
+            if ended:
+                log.info("%d sanction(s) ended", ended)
             if sweep:
                 expire_confirmations(conn, now)
                 purged = purge_expired(conn, self.config, now)

@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from ..config import Config, ListConfig
+from ..ladder import level_of, standing_of
 from ..message import Post
 from .model import Context, RuleSet
 
@@ -86,10 +87,12 @@ def spam_score(post: Post, header: str) -> float | None:
     return None
 
 
-def sender_trust(conn: sqlite3.Connection, list_address: str, sender: str) -> str:
-    row = conn.execute("SELECT trust FROM standing WHERE list = ? AND address = ?",
-                       (list_address, sender)).fetchone()
-    return row[0] if row else "none"
+def sender_standing(conn: sqlite3.Connection, mlist: ListConfig, sender: str, at: float) -> tuple[str, str]:
+    """(trust level, sanction in force) of the sender on the list."""
+    if not sender:
+        return "new", ""
+    standing = standing_of(conn, mlist.address, sender)
+    return level_of(conn, mlist, sender, at, standing), standing.current(at)
 
 
 def is_member(conn: sqlite3.Connection, list_address: str, sender: str) -> bool:
@@ -104,6 +107,7 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
     """The context for judging `post` on `mlist` now; counters only for fields the rules read."""
     needs = ruleset.needs
     sender = post.sender
+    level, sanction = sender_standing(conn, mlist, sender, at)
     ctx = Context(
         list_address=mlist.address,
         list_id=mlist.list_id,
@@ -111,7 +115,7 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
         sender_is_moderator=sender in mlist.moderators,
         default_member_action=mlist.default_member_action,
         default_nonmember_action=mlist.default_nonmember_action,
-        sender_trust=sender_trust(conn, mlist.address, sender) if sender else "none",
+        sender_trust=level, sender_sanction=sanction,
         auth=authentication_results(post, config.server.authserv_id),
         spam_score=spam_score(post, config.server.spam_score_header),
         newsgroups=mlist.newsgroups,

@@ -67,10 +67,15 @@ def _builtin(post: Post, ctx: Context) -> Decision | None:
         return _built("auto-reply", "discard",
                       "The message is an automatic reply (Precedence: auto_reply), so it is not "
                       "distributed to the list.", "Precedence: auto_reply")
-    if ctx.sender_trust == "banned":
+    if ctx.sender_sanction == "banned":
         return _built("banned", "reject",
                       "The moderators of {list} have banned this sender; posts from "
-                      "this address are not accepted.", f"sender.trust is banned ({post.sender})")
+                      "this address are not accepted.", f"sender.sanction is banned ({post.sender})")
+    if ctx.sender_sanction == "moderated":
+        return _built("moderated", "hold",
+                      "The moderators of {list} read every post from this sender before it goes out "
+                      "(the sender is moderated for now); a moderator will look at it.",
+                      f"sender.sanction is moderated ({post.sender})")
     if ctx.newsgroups and not ctx.allow_control:
         control = [(name, value) for name in CONTROL_HEADERS for value in post.header(name)]
         if control:
@@ -107,8 +112,8 @@ def render_reason(reason: str, post: Post, ctx: Context, evidence: str) -> str:
 def _exempt(rule_exempt: tuple[str, ...], ctx: Context) -> str:
     if "moderators" in rule_exempt and ctx.sender_is_moderator:
         return "the sender is a moderator"
-    if "trusted" in rule_exempt and ctx.sender_trust == "trusted":
-        return "the sender is trusted"
+    if ctx.sender_trust in rule_exempt:
+        return f"the sender's trust level is {ctx.sender_trust}"
     if "members" in rule_exempt and ctx.sender_is_member:
         return "the sender is a member"
     return ""
@@ -133,7 +138,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
         if rule.lists is not _ALL_LISTS and not rule.applies_to(address):
             continue
         considered.append(rule)
-        if rule.action == "hold" and ctx.sender_trust == "trusted":
+        if rule.action == "hold" and ctx.sender_trust in ("trusted", "leader"):
             notes.append(RuleOutcome(rule.id, rule.source, rule.action, False,
                                      "exempt: the moderators trust this sender to post without review"))
             continue
@@ -160,7 +165,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
         if rule.action in TERMINAL_ACTIONS:
             return Decision(rule.action, render_reason(rule.reason, post, ctx, evidence), rule.id,
                             rule.source, "rules", evidence, ruleset.digest, tuple(tags),
-                            tuple(considered), tuple(notes), rule.reason)
+                            tuple(considered), tuple(notes), rule.reason, rule.category)
         tags.append(rule.id)
     done = (ruleset.digest, tuple(tags), tuple(considered), tuple(notes))
 
@@ -168,7 +173,7 @@ def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = 
         return Decision(action, render_reason(template, post, ctx, evidence), rule_id, "default", "default",
                         evidence, *done, template)
 
-    if ctx.sender_trust == "trusted":
+    if ctx.sender_trust in ("trusted", "leader"):
         return _default("accept", "The moderators of {list} trust this sender to post without review, and "
                         "no rule objected.", "trusted-sender", "sender.trust is trusted")
     member = ctx.sender_is_member

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from .model import (
 )
 from .scan import Scanner, fold, required_literals
 
-RULE_KEYS = ("id", "action", "reason", "match", "exempt")
+RULE_KEYS = ("id", "action", "reason", "match", "exempt", "category")
 FILE_KEYS = ("lists", "rule")
 TEXT_TESTS = ("contains", "words", "words_file", "regex", "equals", "starts_with", "ends_with", "glob",
               "case_sensitive")
@@ -190,6 +191,11 @@ def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...], build:
         p.add(("exempt",), f"exempt takes a list of: {', '.join(EXEMPTIONS)}; "
               f"{', '.join(repr(b) for b in bad)} is not one{did_you_mean(str(bad[0]), EXEMPTIONS) if bad else ''}")
         exempt = []
+    category = raw.get("category", "")
+    if not isinstance(category, str) or (category and not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", category)):
+        p.add(("category",), 'category is one lower-case word such as "conduct" (a rejection under a '
+              "conduct rule demotes the sender's trust level)")
+        category = ""
     match = raw.get("match", {})
     if not isinstance(match, dict):
         p.add(("match",), "match must be a table of conditions, e.g. match.subject.contains = \"x\"")
@@ -199,7 +205,7 @@ def _read_rule(raw: dict[str, Any], p: _Problems, lists: tuple[str, ...], build:
         return None
     return Rule(id=rule_id, action=str(action), reason=str(reason).strip(),
                 source=p.locator.where("rule", p.index), condition=condition.fn, lists=lists,
-                exempt=tuple(exempt), always=not match)
+                exempt=tuple(exempt), always=not match, category=category)
 
 
 def _compile_match(table: dict[str, Any], at: tuple[str, ...], p: _Problems, build: _Build) -> Cond:

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 ACTIONS = tuple(a.value for a in Action)
 TERMINAL_ACTIONS = frozenset(ACTIONS) - {Action.TAG.value}
-EXEMPTIONS = ("moderators", "trusted", "members")
+# who a rule may leave alone: the moderators, the members, or members of a trust level (named
+# explicitly: "trusted" does not include "leader")
+LEVELS = ("new", "basic", "trusted", "leader")
+EXEMPTIONS = ("moderators", "members", *LEVELS)
 ALL_LISTS = ("*",)  # the one tuple every rule for all lists shares, so the check is `is`
 
 
@@ -41,7 +44,8 @@ class Context:
     sender_is_moderator: bool = False
     default_member_action: str = "accept"
     default_nonmember_action: str = "hold"
-    sender_trust: str = "none"
+    sender_trust: str = "new"                  # new | basic | trusted | leader (docs/people.md)
+    sender_sanction: str = ""                  # "" | note | warning | moderated | banned
     approved_posts: int | None = None
     posts_last_hour: int | None = None
     thread_posts_last_hour: int | None = None
@@ -85,6 +89,7 @@ class Rule:
     lists: tuple[str, ...] = ALL_LISTS
     exempt: tuple[str, ...] = ()
     always: bool = False         # no conditions: matches every post it applies to
+    category: str = ""           # e.g. "conduct": a rejection under a conduct rule demotes the sender
 
     def applies_to(self, list_address: str) -> bool:
         return "*" in self.lists or list_address in self.lists
@@ -124,6 +129,7 @@ class Decision:
     considered: tuple[Rule, ...] = ()          # every rule tried, in order
     notes: tuple[RuleOutcome, ...] = ()        # outcomes of the rules that matched, were exempt or failed
     template: str = ""           # the reason before {sender}, {subject}, {matched} were filled in (audited)
+    category: str = ""           # the deciding rule's category ("conduct", ...)
 
     @property
     def trace(self) -> tuple[RuleOutcome, ...]:
