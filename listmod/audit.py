@@ -52,7 +52,8 @@ POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "u
                 "reply-failed", "dmarc-mitigated", "hold-released")
 PEOPLE_ACTIONS = ("member-added", "member-removed", "member-options", "trusted", "banned",
                   "standing-cleared", "outbox-retry", "made-leader", "trust-cleared", "promoted", "demoted",
-                  "noted", "warned", "moderated", "sanction-lifted", "sanction-ended")
+                  "noted", "warned", "moderated", "sanction-lifted", "sanction-ended", "bounce",
+                  "member-disabled", "member-enabled", "complaint")
 CONFIG_ACTIONS = ("config-loaded", "rules-loaded", "moderator-added", "moderator-removed",
                   "owner-added", "owner-removed")
 TRAIL_ACTIONS = ("erased", "sealed")

@@ -346,6 +346,12 @@ class ListConfig:
     promote_trusted_after: int = key(20, _positive_int, "a whole number >= 1")
     promote_trusted_days: float = key(30 * 86400.0, parse_duration, "a duration such as 30d")
     conduct_window: float = key(90 * 86400.0, parse_duration, "a duration such as 90d")
+    # bounces: a member whose mail fails permanently on this many days (one point per
+    # bounce_score_every; the score starts again after bounce_reset_after without failures) is
+    # disabled until they confirm
+    bounce_threshold: int = key(5, _positive_int, "a whole number >= 1")
+    bounce_reset_after: float = key(7 * 86400.0, parse_duration, "a duration such as 7d")
+    bounce_score_every: float = key(86400.0, parse_duration, "a duration such as 1d")   # at most one point per
     # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this

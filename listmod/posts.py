@@ -7,6 +7,7 @@ import secrets as _secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import audit
 from .config import Config, ListConfig
@@ -16,6 +17,9 @@ from .notices import approved_notice, article_failed_notice, escalation_notice, 
 from .rules import Decision
 from .store import insert
 from .tokens import held_notice_id
+
+if TYPE_CHECKING:
+    from .bounces import Report
 
 # Short ids moderators type: no 0/O, 1/I/L lookalikes.
 SHORT_ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -31,6 +35,8 @@ class Judged:
     context: str = ""   # JSON of the rules' Context, kept so that `replay` sees history as it was
     thread: str = ""
     verified: bool = False   # a member, or a From that trusted authentication vouches for: may be told
+    report: Report | None = None   # a delivery report sent to the list's bounce address, as read
+    verp: str = ""                 # the member a VERP bounce address (LIST-bounces+a=b.example@) names
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
             # itself, and an MTA's queue (LMTP) likewise: the poster hears the reason by mail instead
             enqueue_notice(conn, post_id, item.mlist, post.sender,
                            rejection_notice(item.mlist, record, d.reason, hostname), at)
+        if config is not None and item.report is not None:
+            from .bounces import apply_report  # (bounces builds on this module)
+            apply_report(conn, secret, config, item.mlist, item.report, item.verp, at)
         if config is not None and post.sender and item.mlist.news_server is None:
             from .ladder import conduct_rejected, note_level  # (ladder builds on this module)
             if state == PostState.ACCEPTED:   # a promotion, perhaps
@@ -154,7 +163,7 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
         # members with nomail get nothing; the poster no copy of their own post unless metoo (theirs,
         # else the list's)
         recipients = [r[0] for r in conn.execute(
-            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND "
+            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND disabled_at IS NULL AND "
             "NOT (address = ? AND COALESCE(metoo, ?) = 0) ORDER BY address",
             (mlist.address, (sender or "").lower(), int(mlist.metoo)))]
     recipients += [a for a in mlist.archive if a not in recipients]  # the archives get the same copy

@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -168,6 +168,9 @@ def _schema(db: sqlite_utils.Database) -> None:
         db.table("members").add_column("nomail", int, not_null_default=0)
     if "metoo" not in db.table("members").columns_dict:    # a copy of one's own posts (NULL: the list's metoo)
         db.table("members").add_column("metoo", int)
+    for column, kind in (("bounce_score", int), ("last_bounce", float), ("disabled_at", float)):
+        if column not in db.table("members").columns_dict:
+            db.table("members").add_column(column, kind)
     db.table("replies").create({"message_id": str, "sender": str, "received_at": float, "summary": str},
                          pk="message_id", if_not_exists=True)
     db.table("digests").create({"id": int, "list": str, "message_id": str, "sent_at": float, "items": int},

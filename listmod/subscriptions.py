@@ -106,6 +106,14 @@ def _token() -> str:
     return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(12))
 
 
+def new_confirmation(conn: sqlite3.Connection, mlist: ListConfig, address: str, action: str, at: float) -> str:
+    """A token that, mailed back to LIST-request@, does `action` for `address` (until confirm_within)."""
+    token = _token()
+    conn.execute("INSERT INTO confirmations (token, list, address, action, created_at, expires_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?)", (token, mlist.address, address, action, at, at + mlist.confirm_within))
+    return token
+
+
 def _is_member(conn: sqlite3.Connection, mlist: ListConfig, address: str) -> bool:
     return conn.execute("SELECT 1 FROM members WHERE list = ? AND address = ?",
                         (mlist.address, address)).fetchone() is not None
@@ -173,11 +181,8 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
                   _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1])),
                   hostname, at, message_id)
             return "250 2.0.0 Request received; the answer comes by mail"
-    token = _token()
     action = f"options:{request.options}" if request.command == "options" else request.command
-    conn.execute("INSERT INTO confirmations (token, list, address, action, created_at, expires_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (token, mlist.address, address, action, at,
-                                               at + mlist.confirm_within))
+    token = new_confirmation(conn, mlist, address, action, at)
     verb = {"subscribe": "join", "unsubscribe": "leave"}.get(
         request.command, f"set these options on ({request.options.replace(',', ', ')})")
     hours = max(1, round(mlist.confirm_within / 3600))
@@ -211,6 +216,12 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
                       reason="", at=at):
             _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at,
                   message_id)
+        return "250 2.0.0 Confirmed"
+    if action == "enable":
+        from .bounces import enable
+        if enable(conn, secret, mlist, address, actor, at):
+            _mail(conn, mlist, address, f"Mail from {mlist.address} is on again",
+                  f"{mlist.address} sends its mail to {address} again.\n", hostname, at, message_id)
         return "250 2.0.0 Confirmed"
     if action.startswith("options:"):
         changes: dict[str, bool | None] = {

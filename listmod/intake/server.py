@@ -22,6 +22,7 @@ from typing import Any, AnyStr
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from ..bounces import parse_report, verp_recipient
 from ..config import Config, ListConfig, ServerConfig
 from ..message import Post, parse
 from ..metrics import JUDGE_SECONDS, received
@@ -514,7 +515,8 @@ class IntakeHandler:
             seen.add((target.mlist.address, target.role))
             mlist = target.mlist
             if target.role == "bounces":
-                judged.append(Judged(mlist, bounce_report_decision(ruleset)))
+                judged.append(Judged(mlist, bounce_report_decision(ruleset), report=parse_report(raw),
+                                     verp=verp_recipient(address)))
                 continue
             ctx = build_context(reader, post, mlist, self.config, ruleset, now)
             judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
