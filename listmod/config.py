@@ -278,6 +278,10 @@ class ServerConfig:
     # envelope sender); "notice" answers 250 and listmod mails the poster its own notice, at most
     # held_notices_per_hour per address (behind Postfix after-queue: see docs/postfix.md)
     lmtp_rejects: str = key("reply", _one_of("reply", "notice"), '"reply" or "notice"')
+    # the HTTP listener for one-click unsubscribe and confirmation links (RFC 8058), meant to sit
+    # behind a reverse proxy that serves it at base_url (e.g. "https://lists.example.org/listmod")
+    http: Endpoint | None = key(None, _endpoint, '"HOST:PORT" such as "127.0.0.1:8080", or "" for none')
+    base_url: str = key("", _string, 'the public URL of the HTTP listener, such as "https://lists.example.org"')
     # DNS servers for DMARC lookups, as "HOST:PORT"; none: the system's (/etc/resolv.conf)
     nameservers: tuple[Endpoint, ...] = key((), _endpoints, 'a list of "HOST:PORT" such as ["127.0.0.1:53"]')
 
@@ -352,6 +356,9 @@ class ListConfig:
     bounce_threshold: int = key(5, _positive_int, "a whole number >= 1")
     bounce_reset_after: float = key(7 * 86400.0, parse_duration, "a duration such as 7d")
     bounce_score_every: float = key(86400.0, parse_duration, "a duration such as 1d")   # at most one point per
+    # one copy per member: a VERP envelope (LIST-bounces+alice=example.org@) that names the member in
+    # bounces, and (with [server] http and base_url) an RFC 8058 one-click List-Unsubscribe URL
+    personalize: bool = key(False, _bool, "true or false")
     # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this

@@ -213,6 +213,14 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
         for endpoint, lmtp in ((config.server.smtp, False), (config.server.lmtp, True)):
             if endpoint is not None:
                 servers.append(await loop.create_server(factory(lmtp), endpoint.host, endpoint.port))
+        if config.server.http is not None:   # one-click unsubscribe and confirmation links
+            from .web import Web
+            web = Web(config, writer, secret, outbox.wake)
+            try:
+                servers.append(await asyncio.start_server(web.handle, config.server.http.host,
+                                                          config.server.http.port))
+            except OSError as err:
+                raise StartupError(f"cannot serve HTTP on {config.server.http}: {err.strerror}") from None
         # every long-lived task is supervised: a failure is logged and the task starts again
         outbox_task = asyncio.create_task(supervised("outbox", outbox.run, stopping))
         watch_task = asyncio.create_task(supervised(

@@ -170,9 +170,16 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
     conn.executemany(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "
         "next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
-        [(post_id, OutboxKind.POST, mlist.address, r, mlist.bounce_address, OutboxState.PENDING, at, at)
-         for r in recipients])
+        [(post_id, OutboxKind.POST, mlist.address, r,
+          verp_address(mlist, r) if mlist.personalize and "@" in r else mlist.bounce_address,
+          OutboxState.PENDING, at, at) for r in recipients])
     return len(recipients)
+
+
+def verp_address(mlist: ListConfig, recipient: str) -> str:
+    """LIST-bounces+alice=example.org@host: a bounce to it names the member (bounces.verp_recipient)."""
+    user, _, domain = recipient.rpartition("@")
+    return f"{mlist.local_part}-bounces+{user}={domain}@{mlist.domain}"
 
 
 def enqueue_notice(conn: sqlite3.Connection, post_id: int | None, mlist: ListConfig,

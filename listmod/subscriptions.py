@@ -22,6 +22,7 @@ from .message import decode_words, printable
 from .notices import new_notice
 from .posts import enqueue_notice, may_notify
 from .standing import add_member, remove_member, set_options
+from .web import confirm_url
 
 TOKEN_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 COMMANDS = ("subscribe", "unsubscribe", "help", "confirm")
@@ -143,7 +144,7 @@ def help_text(mlist: ListConfig) -> str:
 
 def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request: Request, *,
                    hostname: str, at: float, per_hour: int, message_id: str = "", client_ip: str = "",
-                   per_ip_hour: int = 20) -> str:
+                   per_ip_hour: int = 20, base_url: str = "") -> str:
     """Apply one request inside the caller's transaction; the SMTP answer (250 in every case that
     is not an error of ours: the answer comes by mail, so the reply says nothing about membership).
     `client_ip` ("" for a trusted relay) may send `per_ip_hour` requests an hour, then 450."""
@@ -186,10 +187,11 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
     verb = {"subscribe": "join", "unsubscribe": "leave"}.get(
         request.command, f"set these options on ({request.options.replace(',', ', ')})")
     hours = max(1, round(mlist.confirm_within / 3600))
+    link = f"or open {confirm_url(base_url, token)} and press Confirm,\n" if base_url else ""
     _mail(conn, mlist, address, f"confirm {token}",
           f"Someone (perhaps you) asked for {address} to {verb} {mlist.address}.\n\n"
           f"To confirm, reply to this message keeping the subject (\"confirm {token}\"),\n"
-          f"or send a mail to {mlist.request_address} with that subject.\n\n"
+          f"{link}or send a mail to {mlist.request_address} with that subject.\n\n"
           f"If you did not ask, ignore this message: nothing changes. The request expires in {hours} hour(s).\n",
           hostname, at, message_id)
     return "250 2.0.0 Request received; a confirmation was mailed to the address"

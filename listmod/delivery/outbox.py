@@ -35,6 +35,7 @@ from ..store import GroupWriter, Store, StoreError, immediate
 from ..supervise import QuietLog
 from ..tlsclient import client_tls_context, is_loopback
 from ..tomlfile import format_duration
+from ..web import unsubscribe_url
 from .articles import approved_article, article_message_id
 from .nntp import NntpClient, NntpError, judge_post_reply
 
@@ -657,7 +658,7 @@ class Outbox:
             elif mode == "wrap":
                 body = wrapped(raw, body, mlist)
         signer = self.signers.get(mlist.address)
-        if signer is not None:
+        if signer is not None and not mlist.personalize:   # a personal copy is signed with its own headers
             body = signer.sign(body)
         state.bodies[copy.post] = body
         while len(state.bodies) > 32:
@@ -714,6 +715,10 @@ class Outbox:
                 outcomes = news.deliver(batch, lambda c: self._article(state, c, news.mlist))
         else:
             body = self._body(state, batch[0])
+            mlist = self._lists.get(batch[0].list)
+            if mlist is not None and mlist.personalize and batch[0].kind == OutboxKind.POST and len(batch) == 1 \
+                    and not batch[0].recipient.startswith("maildir:"):
+                body = self._personal(mlist, batch[0], body)
             remote = [c for c in batch if not c.recipient.startswith("maildir:")]
             outcomes = state.sink.deliver(remote, body) if remote else []
             outcomes += [self._archive(c, body) for c in batch if c.recipient.startswith("maildir:")]
@@ -733,6 +738,22 @@ class Outbox:
         except (OSError, sqlite3.Error) as err:
             self.quiet("journal", logging.WARNING, "could not fold the delivery journal (%s)", err)
         return outcomes, True
+
+    def _personal(self, mlist: ListConfig, copy: Copy, body: bytes) -> bytes:
+        """One member's copy: List-Unsubscribe with their one-click URL (RFC 8058) before the mailto,
+        List-Unsubscribe-Post, and (when the list signs) a signature over both, as RFC 8058 requires."""
+        server = self.config.server
+        links = f"<mailto:{mlist.request_address}?subject=unsubscribe>"
+        extra = b""
+        if server.http is not None and server.base_url:
+            url = unsubscribe_url(server.base_url, self.secret, mlist, audit.pseudonym(self.secret, copy.recipient))
+            links = f"<{url}>, {links}"
+            extra = b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
+        fields, _sep, rest = split_message(body)
+        kept = [f for f in fields if f and f.split(b":", 1)[0].strip().lower() != b"list-unsubscribe"]
+        personal = b"\r\n".join(kept) + f"\r\nList-Unsubscribe: {links}".encode() + extra + b"\r\n\r\n" + rest
+        signer = self.signers.get(mlist.address)
+        return signer.sign(personal) if signer is not None else personal
 
     def _archive(self, copy: Copy, body: bytes) -> Outcome:
         """A copy for an archive kept as a Maildir (`archive = ["maildir:/path"]`)."""

@@ -474,7 +474,8 @@ class IntakeHandler:
                 answer = await asyncio.wrap_future(self.writer.submit(lambda conn: handle_request(
                     conn, self.secret, mlist, request, hostname=hostname, at=now,
                     per_hour=self.config.server.held_notices_per_hour, message_id=message_id, client_ip=peer,
-                    per_ip_hour=self.config.server.requests_per_ip_per_hour)))
+                    per_ip_hour=self.config.server.requests_per_ip_per_hour,
+                    base_url=self.config.server.base_url if self.config.server.http else "")))
         except StoreError:
             return "451 4.3.0 The request could not be stored; please try again later"
         except Exception:
