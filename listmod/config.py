@@ -363,6 +363,9 @@ class ListConfig:
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this
     confirm_within: float = key(2 * 86400.0, parse_duration, "a duration such as 2d")
+    # who may join: "confirm" (the address confirms), "open" (at once), "moderate" (the address
+    # confirms, then a moderator approves the request in the digest, like a held post)
+    subscribe_policy: str = key("confirm", _one_of("confirm", "open", "moderate"), '"confirm", "open" or "moderate"')
     guidelines: Path | None = path_key(None, "a text file")   # sent in the welcome to each new member
     dmarc_mitigation: str = key("none", _one_of("none", "munge", "wrap"), '"none", "munge" or "wrap"')
     dkim_selector: str = key("", _string, 'a DKIM selector such as "list2026"')  # sign copies as d=<list domain>

@@ -66,7 +66,7 @@ _POST_COLUMNS = ("id, list, short_id, state, action, rule, source, actor, reason
                  "message_id, created_at, decided_at, message")
 
 
-def _new_short_id(conn: sqlite3.Connection) -> str:
+def new_short_id(conn: sqlite3.Connection) -> str:
     length = 4
     for attempt in range(40):
         if attempt and attempt % 8 == 0:
@@ -97,7 +97,7 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
     for item in judged:
         d = item.decision
         state = STATE_FOR_ACTION[Action(d.action)]
-        short_id = _new_short_id(conn) if state == PostState.HELD else None
+        short_id = new_short_id(conn) if state == PostState.HELD else None
         escalated = d.action == Action.ESCALATE
         post_id = insert(
             conn, "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, "
@@ -275,6 +275,10 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
                  rule="", source=source, actor=actor, at=at)
     from .ladder import conduct_rejected, note_level  # (ladder builds on this module)
     category = conn.execute("SELECT COALESCE(category, '') FROM posts WHERE id = ?", (current.id,)).fetchone()[0]
+    if category == "subscription":   # a request to join a moderated list, not a post to deliver
+        from .subscriptions import decided_request
+        decided_request(conn, secret, config, mlist, current, state, reason, actor, at)
+        return find_post(conn, str(current.id))
     if state == PostState.ACCEPTED and current.sender:
         note_level(conn, secret, config, mlist, current.sender, at)
     elif state == PostState.REJECTED and category == "conduct":

@@ -7,6 +7,8 @@ the list's welcome (with its guidelines), a leaving one a goodbye."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
 import sqlite3
@@ -16,8 +18,9 @@ from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses
+from typing import Any
 
-from .config import ListConfig
+from .config import Config, ListConfig
 from .message import decode_words, printable
 from .notices import new_notice
 from .posts import enqueue_notice, may_notify
@@ -183,6 +186,14 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
                   hostname, at, message_id)
             return "250 2.0.0 Request received; the answer comes by mail"
     action = f"options:{request.options}" if request.command == "options" else request.command
+    if request.command == "subscribe" and mlist.subscribe_policy == "open":
+        if _is_member(conn, mlist, address):
+            _mail(conn, mlist, address, f"You are a member of {mlist.address}",
+                  f"{address} is already subscribed to {mlist.address}.\n", hostname, at, message_id)
+        else:
+            join(conn, secret, mlist, address, actor=f"member:{address}", source="mail (open list)",
+                 hostname=hostname, at=at, message_id=message_id)
+        return "250 2.0.0 Request received; the answer comes by mail"
     token = new_confirmation(conn, mlist, address, action, at)
     verb = {"subscribe": "join", "unsubscribe": "leave"}.get(
         request.command, f"set these options on ({request.options.replace(',', ', ')})")
@@ -214,10 +225,14 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
     conn.execute("DELETE FROM confirmations WHERE token = ?", (request.token,))
     actor = f"member:{address}"
     if action == "subscribe":
-        if add_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)",
-                      reason="", at=at):
-            _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at,
-                  message_id)
+        if mlist.subscribe_policy == "moderate" and not _is_member(conn, mlist, address):
+            label = hold_for_approval(conn, secret, mlist, address, at, hostname)
+            _mail(conn, mlist, address, f"Your request to join {mlist.address}",
+                  f"Thank you: your address is confirmed. A moderator of {mlist.address} approves each new\n"
+                  f"member; you will hear from us when one has (request {label}).\n", hostname, at, message_id)
+            return "250 2.0.0 Confirmed; a moderator approves the request"
+        join(conn, secret, mlist, address, actor=actor, source="mail (confirmed)", hostname=hostname, at=at,
+             message_id=message_id)
         return "250 2.0.0 Confirmed"
     if action == "enable":
         from .bounces import enable
@@ -252,6 +267,47 @@ def _options_text(mlist: ListConfig, nomail: bool, metoo: bool) -> str:
             f"    nomail  {'on ' if nomail else 'off'}   {'no copies are sent to you' if nomail else 'you get the list mail'}\n"
             f"    metoo   {'on ' if metoo else 'off'}   {'you get a copy of your own posts' if metoo else 'no copy of your own posts'}\n\n"
             f"To change them, send e.g. \"options nomail on\" or \"options metoo on\" to {mlist.request_address}.\n")
+
+
+def join(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, address: str, *, actor: str, source: str,
+         hostname: str, at: float, message_id: str = "") -> bool:
+    """Add the member (audited) and send the welcome with the guidelines."""
+    if not add_member(conn, secret, mlist.address, address, actor=actor, source=source, reason="", at=at):
+        return False
+    _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at, message_id)
+    return True
+
+
+SUBSCRIPTION = "subscription"   # the category of a held "post" that is a request to join
+
+
+def hold_for_approval(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, address: str, at: float,
+                      hostname: str) -> str:
+    """A confirmed request to join a moderated list, held like a post so that moderators decide it in
+    the same digest, with the same tokens (approve adds the member; reject tells them no)."""
+    from . import audit
+    from .posts import new_short_id
+    raw = (f"From: {address}\r\nTo: {mlist.request_address}\r\nSubject: Subscription request\r\n"
+           f"Message-ID: <subscribe-{int(at * 1000)}.{secrets.token_hex(4)}@{hostname}>\r\n\r\n"
+           f"{address} asks to join {mlist.address} and confirmed the address.\r\n").encode()
+    sha = hashlib.sha256(raw).hexdigest()
+    cursor = conn.execute("INSERT INTO messages (received_at, envelope_from, rcpt_tos, sha256, size, peer, raw) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", (at, address, json.dumps([mlist.request_address]), sha,
+                                                           len(raw), "", raw))
+    short_id = new_short_id(conn)
+    reason = f"{address} asks to join {mlist.address}; approve to add them, reject to say no."
+    template = "A request to join {list}; approve to add the member, reject to say no."
+    post_cursor = conn.execute(
+        "INSERT INTO posts (message, list, short_id, state, action, rule, source, actor, reason, evidence, ruleset, "
+        "sender, subject, message_id, created_at, thread, escalated, tags, context, excerpt, parsed, verified, "
+        "category) VALUES (?, ?, ?, 'held', 'hold', 'subscription', 'subscribe_policy', 'rules', ?, '', '', ?, "
+        "'Subscription request', '', ?, '', 0, '', '', ?, 1, 1, ?)",
+        (cursor.lastrowid, mlist.address, short_id, reason, address, at,
+         f"{address} asks to join the list (address confirmed).", SUBSCRIPTION))
+    audit.append(conn, secret, list=mlist.address, post=post_cursor.lastrowid, message_id="", sha256=sha,
+                 sender=address, action="hold", reason=reason, template=template, rule="subscription",
+                 source="subscribe_policy", actor="rules", at=at)
+    return short_id
 
 
 def welcome_text(mlist: ListConfig) -> str:
@@ -292,3 +348,19 @@ def forward_to_owner(conn: sqlite3.Connection, mlist: ListConfig, raw: bytes, at
     for person in staff:
         enqueue_notice(conn, None, mlist, person, head + raw, at)
     return f"250 2.0.0 Forwarded to the owner of {mlist.address}"
+
+
+def decided_request(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, record: Any,
+                    state: str, reason: str, actor: str, at: float) -> None:
+    """A moderator decided a request to join: approved adds the member (welcomed); rejected tells them."""
+    address = record.sender
+    if not address:
+        return
+    hostname = config.server.hostname
+    if state == "accepted":
+        join(conn, secret, mlist, address, actor=actor, source=f"request {record.short_id} approved",
+             hostname=hostname, at=at)
+    elif state == "rejected":
+        _mail(conn, mlist, address, f"Your request to join {mlist.address}",
+              f"A moderator of {mlist.address} did not approve your request to join.\n\nReason given:\n\n"
+              f"{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n", hostname, at)

@@ -174,3 +174,35 @@ def test_nomail_keeps_the_member_but_sends_nothing(sink, make_daemon):
     assert bob not in [r for r, _ in copies]
     result = d.cli("members", "options", LIST, "stranger@example.net", "--nomail", "on", check=False)
     assert result.returncode != 0 and "is not a member" in result.stderr
+
+
+def test_an_open_list_adds_at_once_and_a_moderated_one_asks_a_moderator(sink, make_daemon):
+    d = make_daemon(sink, list_extra='subscribe_policy = "open"\n')
+    assert "answer comes by mail" in answer(d, REQUEST, mail(NEWCOMER, "subscribe"))
+    assert NEWCOMER in members(d)
+    wait_until(lambda: [r for r in sent_to(sink, NEWCOMER) if "Welcome" in r.message["Subject"]], 15, "welcome")
+
+    d2 = make_daemon(sink, list_extra='subscribe_policy = "moderate"\n')
+    asker, refused = "asker@example.net", "refused@example.net"
+    for who in (asker, refused):
+        answer(d2, REQUEST, mail(who, "subscribe"), sender=who)
+        token = token_from(wait_until(lambda: [r for r in sent_to(sink, who)
+                                               if r.message["Subject"].startswith("confirm")], 15, "confirm")[0])
+        assert "a moderator approves" in answer(d2, REQUEST, mail(who, f"confirm {token}"), sender=who)
+    held = {p["sender"]: p for p in d2.cli_json("queue")}
+    assert set(held) == {asker, refused} and held[asker]["rule"] == "subscription"
+    assert asker not in members(d2)
+    d2.cli("approve", held[asker]["id"])
+    d2.cli("reject", held[refused]["id"], "--reason", "this list is for the project's maintainers")
+    assert asker in members(d2) and refused not in members(d2)
+    wait_until(lambda: [r for r in sent_to(sink, asker) if "Welcome" in r.message["Subject"]], 15, "welcome")
+    no = wait_until(lambda: [r for r in sent_to(sink, refused) if "did not approve" in text_of(r)], 15, "no")[0]
+    assert "maintainers" in text_of(no)
+    d2.cli("digest", "send")
+    wait_until(d2.outbox_idle, 15, "the outbox idle")
+    assert [r for r, m in sink.copies() if m.message["Subject"] == "Subscription request"
+            and r in MEMBERS] == []   # a request is never delivered to the list
+
+
+def text_of(r) -> str:
+    return r.message.get_payload(decode=True).decode()
