@@ -130,16 +130,16 @@ def cmd_members(args: argparse.Namespace, config: Config) -> int:
     store = _open_store(config)
     if args.action == "list":
         conn = store.connect()
-        rows = conn.execute("SELECT address, added_at, nomail, metoo FROM members WHERE list = ? ORDER BY address",
-                            (mlist.address,)).fetchall()
-        for address, added, nomail, metoo in rows:
+        rows = conn.execute("SELECT address, added_at, nomail, metoo, digest FROM members WHERE list = ? "
+                            "ORDER BY address", (mlist.address,)).fetchall()
+        for address, added, nomail, metoo, digest in rows:
             metoo_now = bool(mlist.metoo if metoo is None else metoo)
             if args.json:
                 _print_json({"list": mlist.address, "address": address, "added_at": added,
-                             "nomail": bool(nomail), "metoo": metoo_now})
+                             "nomail": bool(nomail), "metoo": metoo_now, "digest": bool(digest)})
             else:
                 chosen = {None: "", 1: "metoo", 0: "not_metoo"}[metoo]   # only what the member chose
-                options = " ".join(o for o in ("nomail" if nomail else "", chosen) if o)
+                options = " ".join(o for o in ("nomail" if nomail else "", chosen, "digest" if digest else "") if o)
                 print(f"{address}  ({options})" if options else address)
         return 0
     if not args.addresses:
@@ -147,12 +147,12 @@ def cmd_members(args: argparse.Namespace, config: Config) -> int:
     addresses = _addresses(args.addresses)
     if args.action == "options":
         changes: dict[str, bool | None] = {}
-        for name in ("nomail", "metoo"):
+        for name in ("nomail", "metoo", "digest"):
             value = getattr(args, name)
             if value is not None:
                 changes[name] = None if value == "default" else value == "on"
         if not changes:
-            raise CommandError("say what to set: --nomail on|off and/or --metoo on|off|default")
+            raise CommandError("say what to set: --nomail on|off, --metoo on|off|default, --digest on|off")
         with store.transaction() as conn:
             for address in addresses:
                 try:
@@ -649,6 +649,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nomail", choices=["on", "off"], help="options: no copies at all (stays a member)")
     p.add_argument("--metoo", choices=["on", "off", "default"],
                    help="options: a copy of one's own posts (default: the list's metoo)")
+    p.add_argument("--digest", choices=["on", "off"], help="options: a digest every member_digest_every "
+                                                          "instead of each post")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = add("queue", cmd_queue, "show the held posts")
     p.add_argument("--list", help="only this list")

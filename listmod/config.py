@@ -359,6 +359,8 @@ class ListConfig:
     # one copy per member: a VERP envelope (LIST-bounces+alice=example.org@) that names the member in
     # bounces, and (with [server] http and base_url) an RFC 8058 one-click List-Unsubscribe URL
     personalize: bool = key(False, _bool, "true or false")
+    # how often members who chose `digest` get theirs (the posts accepted since the last one)
+    member_digest_every: float = key(86400.0, parse_duration, "a duration such as 1d")
     # whether members get a copy of their own posts, unless they chose (`options metoo on|off`)
     metoo: bool = key(False, _bool, "true or false")
     # joining and leaving by mail (LIST-request@, -join@, -leave@): confirmed by a reply within this

@@ -163,7 +163,7 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
         # members with nomail get nothing; the poster no copy of their own post unless metoo (theirs,
         # else the list's)
         recipients = [r[0] for r in conn.execute(
-            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND disabled_at IS NULL AND "
+            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND digest = 0 AND disabled_at IS NULL AND "
             "NOT (address = ? AND COALESCE(metoo, ?) = 0) ORDER BY address",
             (mlist.address, (sender or "").lower(), int(mlist.metoo)))]
     recipients += [a for a in mlist.archive if a not in recipients]  # the archives get the same copy

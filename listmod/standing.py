@@ -40,21 +40,21 @@ def remove_member(conn: sqlite3.Connection, secret: bytes, list_address: str, ad
     return True
 
 
-OPTIONS = ("nomail", "metoo")
+OPTIONS = ("nomail", "metoo", "digest")
 
 
 def set_options(conn: sqlite3.Connection, secret: bytes, list_address: str, address: str,
                 changes: dict[str, bool | None], *, actor: str, source: str = "command line",
                 at: float | None = None) -> str:
     """Set a member's delivery options (`nomail`: no copies; `metoo`: a copy of one's own posts, None
-    for the list's default); what changed, as "nomail on, metoo off", or "" when nothing did. Raises
+    for the list's default; `digest`: a digest every member_digest_every instead of each post); what changed, as "nomail on, metoo off", or "" when nothing did. Raises
     KeyError when the address is not a member."""
     at = time.time() if at is None else at
-    row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+    row = conn.execute("SELECT nomail, metoo, digest FROM members WHERE list = ? AND address = ?",
                        (list_address, address)).fetchone()
     if row is None:
         raise KeyError(address)
-    current = {"nomail": bool(row[0]), "metoo": None if row[1] is None else bool(row[1])}
+    current = {"nomail": bool(row[0]), "metoo": None if row[1] is None else bool(row[1]), "digest": bool(row[2])}
     changed = {k: v for k, v in changes.items() if k in OPTIONS and current[k] != v}
     if not changed:
         return ""

@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -168,6 +168,10 @@ def _schema(db: sqlite_utils.Database) -> None:
         db.table("members").add_column("nomail", int, not_null_default=0)
     if "metoo" not in db.table("members").columns_dict:    # a copy of one's own posts (NULL: the list's metoo)
         db.table("members").add_column("metoo", int)
+    if "digest" not in db.table("members").columns_dict:   # a daily digest instead of each post
+        db.table("members").add_column("digest", int, not_null_default=0)
+    db.table("member_digests").create({"list": str, "sent_at": float, "last_post": int}, pk="list",
+                                      if_not_exists=True)
     for column, kind in (("bounce_score", int), ("last_bounce", float), ("disabled_at", float)):
         if column not in db.table("members").columns_dict:
             db.table("members").add_column(column, kind)

@@ -44,7 +44,7 @@ class Request:
 
 
 _OPTIONS = re.compile(r"^\s*(?:(?:re|aw|sv)\s*:\s*)*options\b(.*)$", re.I)
-_SETTING = re.compile(r"\b(nomail|metoo|not_metoo)\s*(?:=\s*)?(on|off|yes|no|true|false)\b", re.I)
+_SETTING = re.compile(r"\b(nomail|metoo|not_metoo|digest)\s*(?:=\s*)?(on|off|yes|no|true|false)\b", re.I)
 
 
 def read_options(text: str) -> str | None:
@@ -173,7 +173,7 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
               "Your mail was not understood as a request.\n\n" + help_text(mlist), hostname, at, message_id)
         return "250 2.0.0 Request received; the answer comes by mail"
     if request.command == "options":
-        row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+        row = conn.execute("SELECT nomail, metoo, digest FROM members WHERE list = ? AND address = ?",
                            (mlist.address, address)).fetchone()
         if row is None:
             _mail(conn, mlist, address, f"Options on {mlist.address}",
@@ -182,7 +182,7 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
             return "250 2.0.0 Request received; the answer comes by mail"
         if not request.options:
             _mail(conn, mlist, address, f"Your options on {mlist.address}",
-                  _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1])),
+                  _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1]), bool(row[2])),
                   hostname, at, message_id)
             return "250 2.0.0 Request received; the answer comes by mail"
     action = f"options:{request.options}" if request.command == "options" else request.command
@@ -248,11 +248,11 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
                                source="mail (confirmed)", at=at)
         except KeyError:
             return "250 2.0.0 Not applied: the address is no longer a member"
-        row = conn.execute("SELECT nomail, metoo FROM members WHERE list = ? AND address = ?",
+        row = conn.execute("SELECT nomail, metoo, digest FROM members WHERE list = ? AND address = ?",
                            (mlist.address, address)).fetchone()
         _mail(conn, mlist, address, f"Your options on {mlist.address}",
               ("Changed: " + said + ".\n\n" if said else "Nothing needed changing.\n\n")
-              + _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1])),
+              + _options_text(mlist, bool(row[0]), bool(mlist.metoo if row[1] is None else row[1]), bool(row[2])),
               hostname, at, message_id)
         return "250 2.0.0 Confirmed"
     if remove_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)", at=at):
@@ -262,10 +262,11 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
     return "250 2.0.0 Confirmed"
 
 
-def _options_text(mlist: ListConfig, nomail: bool, metoo: bool) -> str:
+def _options_text(mlist: ListConfig, nomail: bool, metoo: bool, digest: bool = False) -> str:
     return (f"Your options on {mlist.address}:\n\n"
             f"    nomail  {'on ' if nomail else 'off'}   {'no copies are sent to you' if nomail else 'you get the list mail'}\n"
-            f"    metoo   {'on ' if metoo else 'off'}   {'you get a copy of your own posts' if metoo else 'no copy of your own posts'}\n\n"
+            f"    metoo   {'on ' if metoo else 'off'}   {'you get a copy of your own posts' if metoo else 'no copy of your own posts'}\n"
+            f"    digest  {'on ' if digest else 'off'}   {'one digest a day instead of each post' if digest else 'each post as it comes'}\n\n"
             f"To change them, send e.g. \"options nomail on\" or \"options metoo on\" to {mlist.request_address}.\n")
 
 

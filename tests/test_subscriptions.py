@@ -206,3 +206,21 @@ def test_an_open_list_adds_at_once_and_a_moderated_one_asks_a_moderator(sink, ma
 
 def text_of(r) -> str:
     return r.message.get_payload(decode=True).decode()
+
+
+def test_a_member_who_chose_digest_gets_one_digest_instead_of_each_post(sink, make_daemon):
+    d = make_daemon(sink, list_extra='member_digest_every = "2s"\n')
+    bob = MEMBERS[1]
+    d.cli("members", "options", LIST, bob, "--digest", "on")
+    time.sleep(0.5)   # the first round only starts the clock
+    for n in (1, 2):
+        d.send(MEMBERS[0], LIST, post_bytes(subject=f"news {n}", message_id=f"<d{n}@test>"))
+    for n in (1, 2):
+        wait_until(lambda: len(sink.copies_for(f"<d{n}@test>")) == len(MEMBERS) - 1, 15, "the others' copies")
+    digest = wait_until(lambda: [r for r in sent_to(sink, bob) if "digest of" in (r.message["Subject"] or "")],
+                        15, "bob's digest")[0]
+    assert bob not in [r for n in (1, 2) for r, _ in sink.copies_for(f"<d{n}@test>")]
+    assert digest.message.get_content_type() == "multipart/digest"
+    inner = [p.get_payload()[0]["Message-ID"] for p in digest.message.get_payload()[1:]]
+    assert inner == ["<d1@test>", "<d2@test>"]
+    assert "news 1" in digest.message.get_payload()[0].get_payload(decode=True).decode()

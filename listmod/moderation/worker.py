@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .. import memberdigest
 from ..config import Config, ListConfig
 from ..intake.inbox import pending_replies, settle_reply
 from ..ladder import end_sanctions
@@ -65,6 +66,8 @@ class ModerationWorker:
             ended = end_sanctions(conn, self.secret, self.config, now)
             if ended:
                 log.info("%d sanction(s) ended", ended)
+            for mlist in self.config.lists:   # members' daily digests, when due
+                memberdigest.send_due(conn, mlist, self.config.server.hostname, now)
             if sweep:
                 expire_confirmations(conn, now)
                 purged = purge_expired(conn, self.config, now)
