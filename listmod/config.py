@@ -369,6 +369,7 @@ class ListConfig:
     # confirms, then a moderator approves the request in the digest, like a held post)
     subscribe_policy: str = key("confirm", _one_of("confirm", "open", "moderate"), '"confirm", "open" or "moderate"')
     guidelines: Path | None = path_key(None, "a text file")   # sent in the welcome to each new member
+    templates: Path | None = path_key(None, "a directory of notice templates")   # the list's own wording
     dmarc_mitigation: str = key("none", _one_of("none", "munge", "wrap"), '"none", "munge" or "wrap"')
     dkim_selector: str = key("", _string, 'a DKIM selector such as "list2026"')  # sign copies as d=<list domain>
     dkim_key: Path | None = path_key(None, "a PEM private key file")

@@ -9,6 +9,7 @@ from email.policy import SMTP
 from typing import TYPE_CHECKING
 
 from .message import printable
+from .templates import render
 
 if TYPE_CHECKING:
     from .config import ListConfig
@@ -39,20 +40,22 @@ def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str
 def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
     venue = ", ".join(mlist.newsgroups) or mlist.address
-    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), post.sender,
-                     f"Your post to {venue} was not accepted: {post.subject or '(no subject)'}",
-                     hostname, in_reply_to=post.message_id)
-    msg["Precedence"] = "list"
-    if mlist.owner:
-        msg["Reply-To"] = mlist.owner
     wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in reason.splitlines())
-    msg.set_content(
+    subject, body = render(
+        mlist, "rejected", f"Your post to {venue} was not accepted: {post.subject or '(no subject)'}",
         f"Your post to {venue} was reviewed and not accepted.\n\n"
         f"Subject: {post.subject or '(no subject)'}\n\n"
         f"Reason given:\n\n{textwrap.indent(wrapped, '    ')}\n\n"
         f"Nothing was {'posted to the newsgroup' if mlist.newsgroups else 'sent to the list'}. "
         "If you think this was a mistake, reply to this\n"
-        f"message to reach the list owner{f' ({mlist.owner})' if mlist.owner else ''}.\n")
+        f"message to reach the list owner{f' ({mlist.owner})' if mlist.owner else ''}.\n",
+        subject=post.subject or "(no subject)", reason=reason, address=post.sender)
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), post.sender, subject,
+                     hostname, in_reply_to=post.message_id)
+    msg["Precedence"] = "list"
+    if mlist.owner:
+        msg["Reply-To"] = mlist.owner
+    msg.set_content(body)
     return msg.as_bytes()
 
 
@@ -88,26 +91,30 @@ def rules_refused_notice(mlist: ListConfig, problems: tuple[str, ...], in_force:
 def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, message_id: str,
                 hostname: str) -> bytes:
     """Tell a poster, once, that the post awaits review, why, and how to withdraw it."""
-    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address), post.sender,
-                     f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}",
-                     hostname, message_id=message_id, in_reply_to=post.message_id)
-    msg.set_content(
+    subject, body = render(
+        mlist, "held", f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}",
         f"Your post to {mlist.address} is waiting for a moderator (it is held as {short_id}) because:\n\n"
         f"{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
         "You will hear from us again when it has been decided. To take the post back, reply to this\n"
-        "message with the single word:\n\n    withdraw\n")
+        "message with the single word:\n\n    withdraw\n",
+        id=short_id, reason=reason, subject=post.subject or "(no subject)", address=post.sender)
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address), post.sender,
+                     subject, hostname, message_id=message_id, in_reply_to=post.message_id)
+    msg.set_content(body)
     return msg.as_bytes()
 
 
 def approved_notice(mlist: ListConfig, post: PostRecord, hostname: str) -> bytes:
     """Tell a poster who was told their post is held that a moderator let it through."""
     venue = ", ".join(mlist.newsgroups) or mlist.address
+    subject, body = render(
+        mlist, "approved", f"Your post to {venue} was approved: {post.subject or '(no subject)'}",
+        f"Your post to {venue} was read by a moderator and approved; it is on its way "
+        f"to {'the newsgroup' if mlist.newsgroups else 'the list'} now.\n\nSubject: {post.subject or '(no subject)'}\n",
+        subject=post.subject or "(no subject)", address=post.sender)
     msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address), post.sender,
-                     f"Your post to {venue} was approved: {post.subject or '(no subject)'}", hostname,
-                     in_reply_to=post.message_id)
-    msg.set_content(f"Your post to {venue} was read by a moderator and approved; it is on its way "
-                    f"to {'the newsgroup' if mlist.newsgroups else 'the list'} now.\n\n"
-                    f"Subject: {post.subject or '(no subject)'}\n")
+                     subject, hostname, in_reply_to=post.message_id)
+    msg.set_content(body)
     return msg.as_bytes()
 
 

@@ -25,6 +25,7 @@ from .message import decode_words, printable
 from .notices import new_notice
 from .posts import enqueue_notice, may_notify
 from .standing import add_member, remove_member, set_options
+from .templates import render
 from .web import confirm_url
 
 TOKEN_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -199,12 +200,15 @@ def handle_request(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, r
         request.command, f"set these options on ({request.options.replace(',', ', ')})")
     hours = max(1, round(mlist.confirm_within / 3600))
     link = f"or open {confirm_url(base_url, token)} and press Confirm,\n" if base_url else ""
-    _mail(conn, mlist, address, f"confirm {token}",
-          f"Someone (perhaps you) asked for {address} to {verb} {mlist.address}.\n\n"
-          f"To confirm, reply to this message keeping the subject (\"confirm {token}\"),\n"
-          f"{link}or send a mail to {mlist.request_address} with that subject.\n\n"
-          f"If you did not ask, ignore this message: nothing changes. The request expires in {hours} hour(s).\n",
-          hostname, at, message_id)
+    _subject, body = render(
+        mlist, "confirm", "",
+        f"Someone (perhaps you) asked for {address} to {verb} {mlist.address}.\n\n"
+        f"To confirm, reply to this message keeping the subject (\"confirm {token}\"),\n"
+        f"{link}or send a mail to {mlist.request_address} with that subject.\n\n"
+        f"If you did not ask, ignore this message: nothing changes. The request expires in {hours} hour(s).\n",
+        address=address, token=token, action=request.command, hours=str(hours),
+        link=confirm_url(base_url, token) if base_url else "")
+    _mail(conn, mlist, address, f"confirm {token}", body, hostname, at, message_id)   # the subject carries the token
     return "250 2.0.0 Request received; a confirmation was mailed to the address"
 
 
@@ -256,9 +260,11 @@ def _confirm(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, request
               hostname, at, message_id)
         return "250 2.0.0 Confirmed"
     if remove_member(conn, secret, mlist.address, address, actor=actor, source="mail (confirmed)", at=at):
-        _mail(conn, mlist, address, f"You have left {mlist.address}",
-              f"{address} is no longer subscribed to {mlist.address}, and gets no more of its mail.\n\n"
-              f"To come back, send \"subscribe\" to {mlist.request_address}.\n", hostname, at, message_id)
+        subject, body = render(
+            mlist, "goodbye", f"You have left {mlist.address}",
+            f"{address} is no longer subscribed to {mlist.address}, and gets no more of its mail.\n\n"
+            f"To come back, send \"subscribe\" to {mlist.request_address}.\n", address=address)
+        _mail(conn, mlist, address, subject, body, hostname, at, message_id)
     return "250 2.0.0 Confirmed"
 
 
@@ -275,7 +281,9 @@ def join(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, address: st
     """Add the member (audited) and send the welcome with the guidelines."""
     if not add_member(conn, secret, mlist.address, address, actor=actor, source=source, reason="", at=at):
         return False
-    _mail(conn, mlist, address, f"Welcome to {mlist.address}", welcome_text(mlist), hostname, at, message_id)
+    subject, body = render(mlist, "welcome", f"Welcome to {mlist.address}", welcome_text(mlist),
+                           address=address, guidelines=_guidelines(mlist))
+    _mail(conn, mlist, address, subject, body, hostname, at, message_id)
     return True
 
 
@@ -311,13 +319,17 @@ def hold_for_approval(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig
     return short_id
 
 
+def _guidelines(mlist: ListConfig) -> str:
+    if mlist.guidelines is None:
+        return ""
+    try:
+        return mlist.guidelines.read_text(encoding="utf-8", errors="replace")[:64 * 1024]
+    except OSError:
+        return ""
+
+
 def welcome_text(mlist: ListConfig) -> str:
-    guidelines = ""
-    if mlist.guidelines is not None:
-        try:
-            guidelines = mlist.guidelines.read_text(encoding="utf-8", errors="replace")[:64 * 1024]
-        except OSError:
-            guidelines = ""
+    guidelines = _guidelines(mlist)
     text = (f"Welcome to {mlist.address}.\n\nTo post, write to {mlist.address}. "
             f"To leave, send \"unsubscribe\" to {mlist.request_address}\n"
             f"(or any mail to {mlist.local_part}-leave@{mlist.domain}).\n")

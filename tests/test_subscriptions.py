@@ -224,3 +224,25 @@ def test_a_member_who_chose_digest_gets_one_digest_instead_of_each_post(sink, ma
     inner = [p.get_payload()[0]["Message-ID"] for p in digest.message.get_payload()[1:]]
     assert inner == ["<d1@test>", "<d2@test>"]
     assert "news 1" in digest.message.get_payload()[0].get_payload(decode=True).decode()
+
+
+def test_a_list_speaks_its_members_language_through_its_templates(sink, make_daemon):
+    files = {"templates/welcome.txt": "Subject: Willkommen bei {list}\n\nHallo {address}!\n\nRegeln:\n{guidelines}\n",
+             "templates/held.txt": "Subject: Ihr Beitrag wartet ({id})\n\nGrund: {reason}\n{unknown} bleibt stehen.\n",
+             "guidelines.txt": "Seid freundlich.\n"}
+    d = make_daemon(sink, start=False, list_extra='templates = "templates"\nguidelines = "guidelines.txt"\n'
+                                                  'subscribe_policy = "open"\n')
+    (d.dir / "templates").mkdir()
+    for name, text in files.items():
+        (d.dir / name).write_text(text, encoding="utf-8")
+    d.start()
+    answer(d, REQUEST, mail(NEWCOMER, "subscribe"))
+    welcome = wait_until(lambda: [r for r in sent_to(sink, NEWCOMER) if "Willkommen" in r.message["Subject"]],
+                         15, "the German welcome")[0]
+    assert welcome.message["Subject"] == f"Willkommen bei {LIST}"
+    assert f"Hallo {NEWCOMER}!" in text_of(welcome) and "Seid freundlich." in text_of(welcome)
+    d.send(NEWCOMER, LIST, post_bytes(sender=NEWCOMER, body="see http://x.example/ and http://y.example/ "
+                                      + " ".join(f"http://{n}.example/" for n in range(20))))
+    held = wait_until(lambda: [r for r in sent_to(sink, NEWCOMER) if "wartet" in r.message["Subject"]],
+                      15, "the German held notice")[0]
+    assert "Grund:" in text_of(held) and "{unknown} bleibt stehen." in text_of(held)
