@@ -346,6 +346,8 @@ class ListConfig:
     retain_messages: float = key(0.0, parse_duration, 'a duration such as 90d, or 0 to keep them')
     # trust levels (docs/people.md): basic after this many approved posts; trusted after this many over
     # promote_trusted_days, with no rejection under a conduct rule within conduct_window
+    # leaders (given by hand) get the digest and may decide posts by new and basic members
+    leaders_moderate: bool = key(False, _bool, "true or false")
     promote_basic_after: int = key(3, _positive_int, "a whole number >= 1")
     promote_trusted_after: int = key(20, _positive_int, "a whole number >= 1")
     promote_trusted_days: float = key(30 * 86400.0, parse_duration, "a duration such as 30d")

@@ -270,3 +270,12 @@ def end_sanctions(conn: sqlite3.Connection, secret: bytes, config: Config, at: f
         note_level(conn, secret, config, mlist, address, at, actor="expiry", source="sanction ladder")
         ended += 1
     return ended
+
+
+def leaders(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> list[str]:
+    """The list's leaders in good standing (no sanction beyond a note): with leaders_moderate they
+    get the digest and may decide posts by new and basic members."""
+    return [address for address, sanction, until, previous in conn.execute(
+        "SELECT address, COALESCE(sanction, ''), sanction_until, COALESCE(sanction_prev, '') FROM standing "
+        "WHERE list = ? AND trust = 'leader' ORDER BY address", (mlist.address,))
+        if Standing("leader", sanction, until, previous, "", "").current(at) in ("", "note")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from conftest import LIST, MEMBERS, post_bytes, wait_until
 from test_moderation import MODERATION, command_for, digests, hold, reply
+from test_moderation import text_of as moderation_text
 
 ALICE, BOB = MEMBERS[0], MEMBERS[1]
 RULES = """
@@ -128,3 +129,38 @@ def test_moderators_warn_and_ban_for_a_time_by_mail(sink, make_daemon):
     shown = member(d, "troll@example.net")
     assert shown["sanction_until"] is not None
     wait_until(lambda: member(d, "troll@example.net")["sanction"] is None, 15, "the ban's end")
+
+
+def test_leaders_get_the_digest_and_decide_posts_by_new_members_only(sink, make_daemon):
+    lee = "lee@example.org"
+    d = make_daemon(sink, start=False, members=[*MEMBERS, lee], moderators=("mod@example.org",),
+                    list_extra='leaders_moderate = true\ndigest_every = "1s"\nescalation_contact = "legal@example.org"\n')
+    (d.dir / "rules" / "05-legal.toml").write_text(
+        '[[rule]]\nid = "legal"\nmatch.body.words = ["defamatory"]\naction = "escalate"\n'
+        'reason = "Possibly defamatory."\n')
+    d.start()
+    d.cli("trust", LIST, lee, "--level", "leader", "--reason", "volunteer moderator in training")
+    hold(d, subject="a newcomer's question", sender="newbie@example.net")
+    digest = wait_until(lambda: [r for r in sink.handler.received if lee in r.rcpt_tos
+                                 and "await moderation" in (r.message["Subject"] or "")], 15, "lee's digest")[0]
+    from email import message_from_bytes
+    from email.policy import default
+    parsed = message_from_bytes(digest.content, policy=default)
+    line = command_for(parsed, "approve")
+    d.send(lee, MODERATION, reply(lee, line, parsed))
+    [record] = wait_until(lambda: [r for r in d.cli_json("audit", "--only", "posts") if r["action"] == "accept"],
+                          15, "the leader's approval")
+    assert record["actor"] == f"leader:{lee}"
+
+    d.send("newbie@example.net", LIST, post_bytes(sender="newbie@example.net", body="That is defamatory."))
+    escalated = wait_until(lambda: [p for p in d.cli_json("queue") if p["rule"] == "legal"], 15, "escalated")[0]
+    later = wait_until(lambda: [r for r in sink.handler.received if lee in r.rcpt_tos
+                                and "await moderation" in (r.message["Subject"] or "")
+                                and escalated["id"].split("-")[0] in r.content.decode(errors="replace")],
+                       15, "the next digest")[-1]
+    parsed = message_from_bytes(later.content, policy=default)
+    d.send(lee, MODERATION, reply(lee, command_for(parsed, "approve"), parsed))
+    receipt = wait_until(lambda: [r for r in sink.handler.received if lee in r.rcpt_tos
+                                  and "decide posts by new" in " ".join(moderation_text(r.message).split())],
+                         15, "the refusal in lee's receipt")
+    assert receipt and [p["rule"] for p in d.cli_json("queue")] == ["legal"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .. import audit, tokens
 from ..config import Config, ListConfig
+from ..ladder import leaders
 from ..message import Post, parse
 from ..notices import new_notice, not_a_moderator_notice
 from ..oplog import event, who
@@ -64,6 +65,9 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
     skipped = max(0, len(commands) - limit)
     commands = commands[:limit]
     staff = set(via_list.moderators) if via_list else {m for ml in config.lists for m in ml.moderators}
+    for ml in [via_list] if via_list else list(config.lists):   # leaders in training, where the list says so
+        if ml is not None and ml.leaders_moderate:
+            staff.update(leaders(conn, ml, at))
     if moderator not in staff and any(c.verb != "withdraw" for c in commands):
         # one record for the whole reply, nothing echoed back: the moderation address must not
         # reflect a stranger's (or a forger's) text to anyone
@@ -212,7 +216,8 @@ def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, ra
         return sent
     head = audit.head_header(conn)
     for mlist in lists:
-        for rcpt in mlist.moderators:
+        # the moderators, and a leader who sent the reply
+        for rcpt in [*mlist.moderators, *([receipt.moderator] if receipt.moderator not in mlist.moderators else [])]:
             body = receipt_message(receipt, mlist, hostname, references, to=rcpt, audit_head=head)
             enqueue_notice(conn, None, mlist, rcpt, body, at)
             sent += 1

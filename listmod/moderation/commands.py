@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from .. import audit, tokens
 from ..config import Config, ListConfig
-from ..ladder import set_sanction, set_trust
-from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, find_post
+from ..ladder import leaders, level_of, set_sanction, set_trust
+from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, find_post, is_escalated
 from ..tomlfile import parse_duration
 
 if TYPE_CHECKING:
@@ -85,14 +85,33 @@ def _moderator_may(step: Step, post: PostRecord) -> ListConfig | None:
         refuse(step, f"post {post.short_id} belongs to {post.list}, which is no longer configured", post)
     elif step.via_list is not None and step.via_list.address != mlist.address:
         refuse(step, f"post {post.short_id} belongs to {mlist.address}, not to {step.via_list.address}", post)
-    elif moderator not in mlist.moderators:
-        refuse(step, f"{moderator or 'the sender'} is not a moderator of {mlist.address}", post)
+    elif moderator not in mlist.moderators and not _leader_may(step, mlist, post):
+        pass   # refused, with the reason, by _leader_may
     elif mlist.require_dkim and moderator.rsplit("@", 1)[-1] not in step.receipt.dkim_domains:
         refuse(step, f"{mlist.address} requires a DKIM signature of {moderator.rsplit('@', 1)[-1]} that "
                      "passed, and the reply has none", post)
     else:
         return mlist
     return None
+
+
+def _leader_may(step: Step, mlist: ListConfig, post: PostRecord) -> bool:
+    """A leader (leaders_moderate) may decide a post by a new or basic member that is not escalated."""
+    moderator = step.receipt.moderator
+    if not (mlist.leaders_moderate and moderator in leaders(step.conn, mlist, step.at)):
+        refuse(step, f"{moderator or 'the sender'} is not a moderator of {mlist.address}", post)
+        return False
+    level = level_of(step.conn, mlist, post.sender, step.at) if post.sender else "new"
+    if level not in ("new", "basic") or is_escalated(step.conn, post.id) or COMMANDS[step.cmd.verb].standing:
+        refuse(step, f"leaders of {mlist.address} decide posts by new and basic members (not {level} ones, "
+                     "escalated posts, or a sender's standing); a moderator will decide this one", post)
+        return False
+    return True
+
+
+def role_of(step: Step, mlist: ListConfig) -> str:
+    """How the reply's sender acts on this list, as the audit trail names them."""
+    return "moderator" if step.receipt.moderator in mlist.moderators else "leader"
 
 
 def _still_held(step: Step, post: PostRecord, mlist: ListConfig) -> bool:
@@ -133,7 +152,7 @@ def decide(step: Step, post: PostRecord | None) -> None:
                 pass
     template = audit.FREE_TEXT if given else _DEFAULT_REASON[command.action]
     reason = given or template.replace("{list}", mlist.address)
-    actor = f"moderator:{step.receipt.moderator}"
+    actor = f"{role_of(step, mlist)}:{step.receipt.moderator}"
     source = f"mail command: {cmd.verb} {post.short_id}"
     try:
         done = decide_held(step.conn, step.secret, step.config, post, command.action, reason, actor, step.at,

@@ -18,6 +18,7 @@ from email.policy import compat32
 
 from .. import audit, tokens
 from ..config import Config, ListConfig
+from ..ladder import leaders
 from ..posts import PostRecord, enqueue_notice, held_posts
 from ..rawmail import crlf_lines
 from ..store import insert
@@ -233,6 +234,10 @@ def queue_digest(conn: sqlite3.Connection, digest: Digest, mlist: ListConfig, im
     if imap_folder is None and mail_moderators:
         for moderator in mlist.moderators:
             enqueue_notice(conn, None, mlist, moderator, digest.data, at)
+    if mlist.leaders_moderate and mail_moderators:   # leaders have no access to the moderators' folder
+        for leader in leaders(conn, mlist, at):
+            if leader not in mlist.moderators:
+                enqueue_notice(conn, None, mlist, leader, digest.data, at)
 
 
 def make_digest(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, at: float,
