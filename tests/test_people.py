@@ -5,6 +5,8 @@ return to the step before when it ends; the moderators' `warn` and `ban ID for 3
 
 from __future__ import annotations
 
+import time
+
 from conftest import LIST, MEMBERS, post_bytes, wait_until
 from test_moderation import MODERATION, command_for, digests, hold, reply
 from test_moderation import text_of as moderation_text
@@ -164,3 +166,26 @@ def test_leaders_get_the_digest_and_decide_posts_by_new_members_only(sink, make_
                                   and "decide posts by new" in " ".join(moderation_text(r.message).split())],
                          15, "the refusal in lee's receipt")
     assert receipt and [p["rule"] for p in d.cli_json("queue")] == ["legal"]
+
+
+def test_moderators_note_moderate_and_lift_a_person_by_mail_with_a_posts_token(sink, make_daemon):
+    d = people_daemon(make_daemon, sink, extra='digest_every = "1s"\n')
+    hold(d, subject="hello", sender="pat@example.net")
+    [digest] = wait_until(lambda: digests(d), 15, "a digest")
+    post = command_for(digest, "approve").split()[1]
+    message_id = "<person-commands@client.example>"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"note {post} asks a lot, but kindly\n"
+                                                f"moderate {post} for 1h off-topic links, three times", digest,
+                                                message_id=message_id))
+    wait_until(lambda: member(d, "pat@example.net")["sanction"] == "moderated", 15, "moderated")
+    shown = member(d, "pat@example.net")
+    assert [h["action"] for h in shown["history"] if h["action"] in ("noted", "moderated")] == ["noted", "moderated"]
+    assert shown["sanction_until"] is not None
+    # the same reply again (a replay) changes nothing
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"lift {post} replayed", digest,
+                                                message_id=message_id))
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"lift all {post.split('-')[1]} x", digest))
+    time.sleep(1.5)
+    assert member(d, "pat@example.net")["sanction"] == "moderated"
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"lift {post} they explained", digest))
+    wait_until(lambda: member(d, "pat@example.net")["sanction"] is None, 15, "lifted")

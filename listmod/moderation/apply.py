@@ -25,7 +25,7 @@ from ..posts import (
     may_notify,
 )
 from ..rules.context import dkim_pass_domains
-from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, refuse, shown
+from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, person, refuse, shown
 from .replies import CommandLine, commands_in
 
 log = logging.getLogger("listmod.moderation")
@@ -111,6 +111,10 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
             continue
         if not command.for_moderators:
             command.apply(step, None)
+            continue
+        if cmd.target == "all" and command.apply is person:
+            refuse(step, f"{cmd.verb} acts on one person: name one of their posts ('{cmd.verb} K7Q2-TOKEN ...')",
+                   None)
             continue
         if cmd.target == "all":
             found = _digest_for_token(conn, secret, cmd.digest_token, config) if cmd.digest_token else None

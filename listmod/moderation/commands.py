@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .. import audit, tokens
 from ..config import Config, ListConfig
-from ..ladder import leaders, level_of, set_sanction, set_trust
+from ..ladder import leaders, level_of, lift_sanction, set_sanction, set_trust
 from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, find_post, is_escalated
 from ..tomlfile import parse_duration
 
@@ -174,6 +174,37 @@ def decide(step: Step, post: PostRecord | None) -> None:
     step.receipt.results.append(Result(cmd.line, True, f"{post.short_id} {what}", mlist.address))
 
 
+def person(step: Step, post: PostRecord | None) -> None:
+    """moderate, note, lift: a moderator's act on the sender of a post a digest showed (held or
+    decided); the post's token is the authority, as for any other command. The post is not decided."""
+    assert post is not None
+    mlist = _moderator_may(step, post)
+    if mlist is None:
+        return
+    step.receipt.lists.add(mlist.address)
+    command, cmd = COMMANDS[step.cmd.verb], step.cmd
+    if not post.sender:
+        refuse(step, f"post {post.short_id} has no sender address to act on", post)
+        return
+    given, until = cmd.reason.strip(), None
+    found = re.match(r"for\s+(\d+\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
+    if found and command.standing == "moderated":
+        until = step.at + parse_duration(found.group(1).replace(" ", "").lower())
+        given = found.group(2).strip()
+    if not given:
+        refuse(step, f"{cmd.verb} needs a reason after the id (the sender is told it, but of a note)", post)
+        return
+    actor, source = f"moderator:{step.receipt.moderator}", f"mail command: {cmd.verb} {post.short_id}"
+    if command.standing == "lift":
+        done = lift_sanction(step.conn, step.secret, step.config, mlist, post.sender, reason=given, actor=actor,
+                             source=source, at=step.at)
+        what = "sanction lifted" if done else "no sanction was in force"
+    else:
+        what = set_sanction(step.conn, step.secret, step.config, mlist, post.sender, command.standing,
+                            reason=given, actor=actor, until=until, source=source, at=step.at)
+    step.receipt.results.append(Result(cmd.line, True, f"{post.sender}: {what}", mlist.address))
+
+
 def defer(step: Step, post: PostRecord | None) -> None:
     """Leave a held post held (and say so in the receipt)."""
     assert post is not None
@@ -235,6 +266,10 @@ REGISTRY: tuple[Command, ...] = (
             decide, action="reject", standing="warning"),
     Command("ban", "ID [for 30d] reason", "reject; later posts from this sender are rejected (until the end)",
             decide, action="reject", standing="banned"),
+    Command("moderate", "ID [for 14d] reason", "hold every post from this sender (until the end)", person,
+            standing="moderated"),
+    Command("note", "ID text", "a note about this sender, for the moderators only", person, standing="note"),
+    Command("lift", "ID reason", "lift this sender's sanction", person, standing="lift"),
     Command("defer", "ID", "leave it held", defer),
     Command("withdraw", "", "(a poster, replying to the notice that the post is held) take it back",
             withdraw, for_moderators=False),
