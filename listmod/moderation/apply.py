@@ -221,7 +221,9 @@ def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, ra
     head = audit.head_header(conn)
     for mlist in lists:
         # the moderators, and a leader who sent the reply
-        for rcpt in [*mlist.moderators, *([receipt.moderator] if receipt.moderator not in mlist.moderators else [])]:
+        leader = [receipt.moderator] if mlist.leaders_moderate and receipt.moderator not in mlist.moderators \
+            and receipt.moderator in leaders(conn, mlist, at) else []
+        for rcpt in [*mlist.moderators, *leader]:
             body = receipt_message(receipt, mlist, hostname, references, to=rcpt, audit_head=head)
             enqueue_notice(conn, None, mlist, rcpt, body, at)
             sent += 1
