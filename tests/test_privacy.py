@@ -91,3 +91,17 @@ def test_retain_messages_blanks_decided_posts_and_keeps_held_ones(make_daemon, s
     time.sleep(1.5)
     assert raw_sizes()["<held@test>"] > 0          # a held post is never purged
     assert d.cli("audit", "verify").returncode == 0
+
+
+def test_forget_while_serving_leaves_nothing_once_the_daemon_has_stopped(make_daemon):
+    d = make_daemon(None, members=[*MEMBERS, ZOE])
+    for n in range(3):
+        d.send(ZOE, LIST, post_bytes(sender=ZOE, subject=f"post {n}", message_id=f"<z{n}@test>"))
+    wait_until(lambda: d.outbox_idle(), 20, "every copy written")
+    said = d.cli("privacy", "forget", ZOE, "--reason", "erasure requested").stdout   # the daemon still serving
+    assert "forgot zoe@example.net" in said
+    d.send(MEMBERS[0], LIST, post_bytes(message_id="<after@test>"))                # and still working
+    wait_until(lambda: d.outbox_idle(), 20, "the next post delivered")
+    d.stop()
+    assert files_mentioning(d, ZOE) == []
+    assert d.cli("audit", "verify").returncode == 0
