@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import textwrap
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -40,7 +41,7 @@ def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str
 def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
     venue = ", ".join(mlist.newsgroups) or mlist.address
-    wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in reason.splitlines())
+    wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in to_poster(reason).splitlines())
     subject, body = render(
         mlist, "rejected", f"Your post to {venue} was not accepted: {post.subject or '(no subject)'}",
         f"Your post to {venue} was reviewed and not accepted.\n\n"
@@ -88,13 +89,27 @@ def rules_refused_notice(mlist: ListConfig, problems: tuple[str, ...], in_force:
     return msg.as_bytes()
 
 
+_TO_POSTER = ((re.compile(r"\bThe sender is\b"), "You are"), (re.compile(r"\bthe sender is\b"), "you are"),
+              (re.compile(r"\bThe sender's\b"), "Your"), (re.compile(r"\bthe sender's\b"), "your"),
+              (re.compile(r"\b[Tt]his sender\b"), "you"), (re.compile(r"\bThe sender\b"), "You"),
+              (re.compile(r"\bthe sender\b"), "you"))
+
+
+def to_poster(reason: str) -> str:
+    """A reason written for moderators ("The sender is not a member ...") as said to the poster
+    ("You are not a member ..."); a rule's own words addressed to the poster pass unchanged."""
+    for pattern, replacement in _TO_POSTER:
+        reason = pattern.sub(replacement, reason)
+    return reason
+
+
 def held_notice(mlist: ListConfig, post: Post, short_id: str, reason: str, message_id: str,
                 hostname: str) -> bytes:
     """Tell a poster, once, that the post awaits review, why, and how to withdraw it."""
     subject, body = render(
         mlist, "held", f"Your post to {mlist.address} awaits review: {post.subject or '(no subject)'}",
         f"Your post to {mlist.address} is waiting for a moderator (it is held as {short_id}) because:\n\n"
-        f"{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
+        f"{textwrap.indent(textwrap.fill(to_poster(reason), 72), '    ')}\n\n"
         "You will hear from us again when it has been decided. To take the post back, reply to this\n"
         "message with the single word:\n\n    withdraw\n",
         id=short_id, reason=reason, subject=post.subject or "(no subject)", address=post.sender)
