@@ -75,6 +75,9 @@ def banner(config: Config, demo_members: list[str]) -> str:
         lines.append(f"  SMTP intake:  {config.server.smtp}")
     if config.server.lmtp:
         lines.append(f"  LMTP intake:  {config.server.lmtp}")
+    if config.server.http:
+        lines.append(f"  HTTP:         {config.server.http} (one-click unsubscribe and confirmation links; "
+                     f"the links in mail say {config.server.base_url or '(no base_url: none are written)'})")
     lines.append(f"  lists:        {', '.join(m.address for m in config.lists)}")
     for news in (m for m in config.lists if m.news_server):
         lines.append(f"  newsgroups:   {news.address} moderates {', '.join(news.newsgroups)}; approved "

@@ -146,4 +146,10 @@ class Web:
             conn, self.secret, mlist, Request("confirm", row[1], token), hostname=server.hostname,
             at=time.time(), per_hour=server.held_notices_per_hour)))
         self.wake()
-        return 200, _page("Confirmed" if "Confirmed" in answer else "Not confirmed", answer.split(" ", 2)[-1])
+        if "Confirmed" not in answer:
+            return 200, _page("Not confirmed", answer.split(" ", 2)[-1])
+        done = {"subscribe": f"The request of {row[1]} to join {mlist.address} is confirmed; a moderator approves it"
+                if mlist.subscribe_policy == "moderate" else f"{row[1]} is now a member of {mlist.address}",
+                "unsubscribe": f"{row[1]} has left {mlist.address}",
+                "enable": f"{mlist.address} sends its mail to {row[1]} again"}.get(row[2], "Your options are changed")
+        return 200, _page("Confirmed", done + ".")
