@@ -40,6 +40,7 @@ class Standing:
     previous: str         # the step it returns to
     reason: str
     told: str             # the level the member was last told of
+    last_conduct: float | None = None   # when a post was last rejected under a conduct rule
 
     def current(self, at: float) -> str:
         """The sanction in force at `at` (an ended one has given way to the step before it)."""
@@ -52,12 +53,12 @@ NOBODY = Standing("", "", None, "", "", "new")
 
 
 def standing_of(conn: sqlite3.Connection, list_address: str, address: str) -> Standing:
-    row = conn.execute("SELECT trust, sanction, sanction_until, sanction_prev, sanction_reason, told_level "
-                       "FROM standing WHERE list = ? AND address = ?", (list_address, address)).fetchone()
+    row = conn.execute("SELECT trust, sanction, sanction_until, sanction_prev, sanction_reason, told_level, "
+                       "last_conduct FROM standing WHERE list = ? AND address = ?", (list_address, address)).fetchone()
     if row is None:
         return NOBODY
     return Standing(row[0] if row[0] in ("trusted", "leader") else "", row[1] or "", row[2], row[3] or "",
-                    row[4] or "", row[5] or "new")
+                    row[4] or "", row[5] or "new", row[6])
 
 
 def conduct_rejected(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, address: str,
@@ -66,15 +67,11 @@ def conduct_rejected(conn: sqlite3.Connection, secret: bytes, config: Config, ml
     falls (at most basic while the rejection is within conduct_window)."""
     if not address:
         return
-    conn.execute("UPDATE standing SET trust = NULL WHERE list = ? AND address = ?", (mlist.address, address))
+    conn.execute("INSERT INTO standing (list, address, last_conduct, set_at) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT (list, address) DO UPDATE SET trust = NULL, last_conduct = excluded.last_conduct",
+                 (mlist.address, address, at, at))
     note_level(conn, secret, config, mlist, address, at, why="(a post was rejected under a conduct rule)",
                actor=actor, source="trust levels")
-
-
-def conduct_rejections(conn: sqlite3.Connection, mlist: ListConfig, address: str, at: float) -> int:
-    return conn.execute("SELECT COUNT(*) FROM posts WHERE list = ? AND sender = ? AND state = 'rejected' "
-                        "AND category = 'conduct' AND decided_at > ?",
-                        (mlist.address, address, at - mlist.conduct_window)).fetchone()[0]
 
 
 def level_of(conn: sqlite3.Connection, mlist: ListConfig, address: str, at: float,
@@ -86,13 +83,18 @@ def level_of(conn: sqlite3.Connection, mlist: ListConfig, address: str, at: floa
         return "new"
     if s.trust and sanction != "warning":
         return s.trust
-    approved, first = conn.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND sender = ? AND state = 'accepted'",
-        (mlist.address, address)).fetchone()
-    capped = sanction == "warning" or conduct_rejections(conn, mlist, address, at) > 0
-    if not capped and approved >= mlist.promote_trusted_after and first is not None \
-            and at - first >= mlist.promote_trusted_days:
-        return "trusted"
+    # bounded reads (this runs for every post): approved posts counted up to the higher threshold, the
+    # first one found through the (list, sender, created_at) index, the last conduct rejection kept
+    # in the standing row
+    need = max(mlist.promote_trusted_after, mlist.promote_basic_after)
+    approved = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND sender = ? AND "
+                            "state = 'accepted' LIMIT ?)", (mlist.address, address, need)).fetchone()[0]
+    if approved >= mlist.promote_trusted_after and sanction != "warning" \
+            and not (s.last_conduct is not None and at - s.last_conduct < mlist.conduct_window):
+        first = conn.execute("SELECT created_at FROM posts WHERE list = ? AND sender = ? AND state = 'accepted' "
+                             "ORDER BY created_at LIMIT 1", (mlist.address, address)).fetchone()
+        if first is not None and at - first[0] >= mlist.promote_trusted_days:
+            return "trusted"
     if approved >= mlist.promote_basic_after:
         return "basic"
     return "new"

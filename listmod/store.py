@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -200,7 +200,7 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("standing").create({"list": str, "address": str, "trust": str, "set_by": str, "set_at": float},
                           pk=("list", "address"), if_not_exists=True)
     for column, kind in (("sanction", str), ("sanction_until", float), ("sanction_prev", str),
-                         ("sanction_reason", str), ("told_level", str)):
+                         ("sanction_reason", str), ("told_level", str), ("last_conduct", float)):
         if column not in db.table("standing").columns_dict:
             db.table("standing").add_column(column, kind)
     # before 13, a ban was a trust value; now it is the last step of the sanction ladder
