@@ -318,3 +318,16 @@ def post_bytes(sender: str = "alice@example.org", subject: str = "hello", body: 
     message_id = message_id or f"<{time.time_ns()}.{threading.get_ident()}@test.example>"
     return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\n"
             f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}\r\n").encode()
+
+
+def dkim_key_pair() -> tuple[bytes, bytes]:
+    """A throwaway RSA key for DKIM tests: (the private key as PEM, its DNS record "v=DKIM1; k=rsa; p=...")."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}".encode()

@@ -28,9 +28,8 @@ class Dovecot:
         os.chmod(self.dir, 0o755)
 
     def start(self) -> None:
-        if DOVECOT is None:  # a real-server test fails, never skips, when its server cannot start
-            raise RuntimeError("dovecot is not installed: `make test` installs it (.ci/install-servers "
-                               "runs apt-get install dovecot-imapd as root)")
+        if DOVECOT is None:
+            raise not_installed("dovecot", "dovecot-imapd")
         d = self.dir
         for sub in ("run", "state", "mail"):
             (d / sub).mkdir(exist_ok=True)
@@ -128,6 +127,23 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
             return
         time.sleep(0.05)
     os.kill(pid, 9)
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def not_installed(name: str, package: str) -> RuntimeError:
+    """A real-server test fails, never skips, when its server cannot start: this says how to get it."""
+    return RuntimeError(f"{name} is not installed: `make test` installs it (.ci/install-servers runs "
+                        f"apt-get install {package} as root)")
 
 
 INN_BIN = next((d for d in ("/usr/lib/news/bin", "/usr/libexec/news", "/usr/lib/inn/bin")
@@ -238,9 +254,8 @@ class Inn:
         os.chmod(self.dir / "etc/mailer-port", 0o644)
 
     def start(self) -> None:
-        if INN_BIN is None:  # a real-server test fails, never skips, when its server cannot start
-            raise RuntimeError("INN is not installed: `make test` installs it (.ci/install-servers runs "
-                               "apt-get install inn2 as root)")
+        if INN_BIN is None:
+            raise not_installed("INN", "inn2")
         self._configure()
         self._run("innd")  # detaches by itself
         deadline = time.monotonic() + 20
@@ -343,9 +358,8 @@ class Postfix:
                               capture_output=True, text=True, timeout=60, check=check)
 
     def start(self) -> None:
-        if POSTFIX is None:  # a real-server test fails, never skips, when its server cannot start
-            raise RuntimeError("postfix is not installed: `make test` installs it (.ci/install-servers "
-                               "runs apt-get install postfix as root)")
+        if POSTFIX is None:
+            raise not_installed("postfix", "postfix")
         d = self.dir
         for sub in ("etc", "queue", "data"):
             (d / sub).mkdir(exist_ok=True)
@@ -430,9 +444,8 @@ class OpenDkim:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        if OPENDKIM is None:  # a real-server test fails, never skips, when its server cannot start
-            raise RuntimeError("opendkim is not installed: `make test` installs it (.ci/install-servers "
-                               "runs apt-get install opendkim as root)")
+        if OPENDKIM is None:
+            raise not_installed("opendkim", "opendkim")
         d = self.dir
         (d / "keys").write_text("".join(f"{name} {record}\n" for name, record in self.public_keys.items()))
         user = "opendkim" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
@@ -464,13 +477,7 @@ AlwaysAddARHeader yes
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def cleanup(self) -> None:
         self.stop()
@@ -489,9 +496,8 @@ class DnsServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        if DNSMASQ is None:  # a real-server test fails, never skips, when its server cannot start
-            raise RuntimeError("dnsmasq is not installed: `make test` installs it (.ci/install-servers "
-                               "runs apt-get install dnsmasq-base as root)")
+        if DNSMASQ is None:
+            raise not_installed("dnsmasq", "dnsmasq-base")
         args = [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--pid-file=",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--log-facility=-",
                 "--log-queries", *[f"--local=/{d}/" for d in self.domains],
@@ -516,11 +522,5 @@ class DnsServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log_path.unlink(missing_ok=True)

@@ -4,15 +4,12 @@ loopback serves the test domains' _dmarc records —, DKIM signatures on list co
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 
 import dkim
 import pytest
-from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest import LIST, MEMBERS, dkim_key_pair, free_port, post_bytes, wait_until
 from servers import DnsServer
 
 RECORDS = {
@@ -25,12 +22,8 @@ POSTERS = ["ann@strict.example", "quinn@mail.quarantine.example", "rae@relaxed.e
 
 @pytest.fixture(scope="module")
 def list_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem.decode(), f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}".encode()
+    pem, record = dkim_key_pair()
+    return pem.decode(), record
 
 
 @pytest.fixture
@@ -154,10 +147,7 @@ def chunks(record: bytes) -> str:
 
 
 def test_doctor_checks_dns_and_that_the_published_dkim_key_verifies(make_daemon, sink, list_key):
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    other_der = other.public_key().public_bytes(serialization.Encoding.DER,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    wrong = f"v=DKIM1; k=rsa; p={base64.b64encode(other_der).decode()}".encode()
+    _other, wrong = dkim_key_pair()
     for published, healthy in ((list_key[1], True), (wrong, False)):
         server = DnsServer(free_port(), {**RECORDS, "list._domainkey.example.org": chunks(published)},
                            ("strict.example", "quarantine.example", "relaxed.example", "example.org"))

@@ -5,25 +5,19 @@ mails carry a link that confirms on POST."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import re
 from urllib.parse import urlsplit
 
 import dkim
-from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest import LIST, MEMBERS, dkim_key_pair, free_port, post_bytes, wait_until
 
 BOB = MEMBERS[1]
 
 
 def key_pair():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}".encode()
+    pem, record = dkim_key_pair()
+    return pem.decode(), record
 
 
 def request(port: int, method: str, path: str, body: str = "") -> tuple[int, str]:

@@ -9,7 +9,6 @@ OpenDKIM as Postfix's milter writes the Authentication-Results that rules read a
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 import subprocess
 import time
@@ -17,9 +16,7 @@ from types import SimpleNamespace
 
 import dkim
 import pytest
-from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest import LIST, MEMBERS, dkim_key_pair, free_port, post_bytes, wait_until
 from servers import OpenDkim, Postfix
 
 AUTHSERV = "mx.example.test"
@@ -50,12 +47,8 @@ reason = "A member's post."
 
 @pytest.fixture(scope="module")
 def signing_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    pem, record = dkim_key_pair()
+    return pem, record.decode()
 
 
 @pytest.fixture
