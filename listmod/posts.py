@@ -283,14 +283,16 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
         note_level(conn, secret, config, mlist, current.sender, at)
     elif state == PostState.REJECTED and category == "conduct":
         conduct_rejected(conn, secret, config, mlist, current.sender, at, actor=actor)
+    verified = bool(conn.execute("SELECT COALESCE(verified, 0) FROM posts WHERE id = ?", (current.id,)).fetchone()[0])
     if state == PostState.ACCEPTED:
         enqueue_copies(conn, current.id, mlist, at, current.sender)
-        verified = conn.execute("SELECT COALESCE(verified, 0) FROM posts WHERE id = ?", (current.id,)).fetchone()[0]
-        if current.sender and may_tell(mlist, bool(verified)) and \
+        if current.sender and may_tell(mlist, verified) and \
                 may_notify(conn, current.sender, at, config.server.held_notices_per_hour):
             enqueue_notice(conn, current.id, mlist, current.sender,
                            approved_notice(mlist, current, config.server.hostname), at)
-    elif state == PostState.REJECTED and current.sender:
+    elif state == PostState.REJECTED and current.sender and (mlist.news_server is not None or may_tell(mlist, verified)):
+        # the reason goes to the poster when notify_held covers them: never to a forged sender
+        # (a newsgroup's submitter is always told: the news server's mailer cannot take a 550)
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname), at)
     return find_post(conn, str(current.id))

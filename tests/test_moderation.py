@@ -198,7 +198,7 @@ def test_a_poster_can_withdraw_until_a_moderator_decides(sink, make_daemon):
 
 def test_reminders_and_expiry_follow_the_configured_times(sink, make_daemon):
     d = make_daemon(sink, moderators=MODS, list_extra='remind_after = "1s"\nexpire_after = "3s"\n'
-                                                       'digest_every = "1s"\n')
+                                                       'digest_every = "1s"\nnotify_held = "all"\n')
     hold(d, sender="stranger@example.net")
     wait_until(lambda: any("REMINDER" in summary(g) for g in digests(d)), 10, "a reminder in a digest")
     wait_until(lambda: d.cli_json("queue") == [], 10, "expiry")

@@ -73,14 +73,14 @@ def test_approving_a_held_post_delivers_it_and_audits_the_admin(sink, make_daemo
 
 
 def test_rejecting_a_held_post_sends_the_poster_the_reason(sink, make_daemon):
-    d = make_daemon(sink)
+    d = make_daemon(sink, list_extra='notify_held = "all"\n')   # a stranger is told only when the list says so
     d.send("stranger@example.net", LIST, post_bytes(sender="stranger@example.net", subject="Buy now",
                                                    message_id="<q3@test>"))
     held = d.cli_json("queue")[0]
 
     d.cli("reject", held["id"], "--reason", "Off topic: this list is about listmod development.")
-    notice = wait_until(lambda: [r for rcpt, r in sink.copies() if rcpt == "stranger@example.net"],
-                        what="the rejection notice")[0]
+    notice = wait_until(lambda: [r for rcpt, r in sink.copies() if rcpt == "stranger@example.net"
+                                 and "not accepted" in r.message["Subject"]], what="the rejection notice")[0]
     msg = notice.message
     assert notice.mail_from == "dev-bounces@example.org"  # bounces of the notice come back to us
     assert msg["Auto-Submitted"] == "auto-replied"
@@ -159,3 +159,11 @@ def test_a_utf8_address_fails_clearly_when_the_smarthost_lacks_smtputf8(make_dae
         assert "does not offer SMTPUTF8" in row[1]
     finally:
         controller.stop()
+
+
+def test_a_forged_strangers_rejected_post_mails_nobody(sink, make_daemon):
+    d = make_daemon(sink)   # notify_held = "verified": members and authenticated senders only
+    d.send("victim@example.net", LIST, post_bytes(sender="victim@example.net", message_id="<forged@test>"))
+    d.cli("reject", d.cli_json("queue")[0]["id"], "--reason", "spam")
+    wait_until(d.outbox_idle, 15, "the outbox idle")
+    assert [r for rcpt, r in sink.copies() if rcpt == "victim@example.net"] == []
