@@ -49,7 +49,8 @@ class Area(StrEnum):
 
 
 POST_ACTIONS = ("accept", "hold", "reject", "discard", "escalate", "refused", "undelivered",
-                "reply-failed", "dmarc-mitigated", "hold-released")
+                "reply-failed", "dmarc-mitigated", "hold-released", "claimed", "kept", "thread-cooled",
+                "thread-locked", "thread-unlocked", "thread-warmed", "appealed", "appeal-granted", "appeal-denied")
 PEOPLE_ACTIONS = ("member-added", "member-removed", "member-options", "trusted", "banned",
                   "standing-cleared", "outbox-retry", "made-leader", "trust-cleared", "promoted", "demoted",
                   "noted", "warned", "moderated", "sanction-lifted", "sanction-ended", "bounce",

@@ -717,6 +717,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="forget, release: why; recorded in the audit trail")
     add("doctor", cmd_doctor, "check the config, the rules, state_dir, the key, the store, and reach and log "
                               "in to each server; every problem with its fix")
+    from .communitycli import register
+    register(add)
     p = add("audit", cmd_audit, "show the audit trail; `audit verify` the chain; `audit head` prints its head")
     p.add_argument("action", nargs="?", choices=["show", "verify", "head"], default="show")
     p.add_argument("--anchor", action="append", metavar="SEQ:HASH",

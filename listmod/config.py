@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,63 @@ def _archives(value: Any) -> tuple[str, ...]:
             out.append(v)
         else:
             out.append(normalize_address(v))
+    return tuple(out)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError
+    return value
+
+
+_REASON_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
+    """Canned reasons: name -> text (the text may say {list})."""
+    if not isinstance(value, dict):
+        raise TypeError
+    out = []
+    for name, text in value.items():
+        if not _REASON_NAME.match(name):
+            raise ValueError(f"{name!r} is not a reason name; use lower-case letters, digits, - and _ "
+                             "(as moderators type it after #)")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the reason {name!r} needs a text, e.g. {name} = \"Off topic for {{list}}.\"")
+        out.append((name, text.strip()))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A post listmod makes on a schedule: the file's text, under the subject, every so often."""
+
+    every: float
+    file: Path
+    subject: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.file.name}:{self.subject}"
+
+
+def _scheduled(value: Any) -> tuple[Scheduled, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TypeError
+    out = []
+    for n, item in enumerate(value, start=1):
+        unknown = sorted(set(item) - {"every", "file", "subject"})
+        if unknown:
+            raise ValueError(f"scheduled entry {n}: '{unknown[0]}' is not a key; expected every, file and subject")
+        if not {"every", "file", "subject"} <= set(item):
+            raise ValueError(f"scheduled entry {n} needs every, file and subject, e.g. every = \"30d\", "
+                             "file = \"guidelines.txt\", subject = \"Our guidelines\"")
+        every = parse_duration(item["every"])
+        if every < 1:
+            raise ValueError(f"scheduled entry {n}: every must be at least 1s")
+        if not isinstance(item["file"], str) or not isinstance(item["subject"], str) or not item["subject"].strip():
+            raise ValueError(f"scheduled entry {n}: file and subject are text")
+        out.append(Scheduled(every, Path(item["file"]), item["subject"].strip()))
     return tuple(out)
 
 
@@ -378,6 +435,26 @@ class ListConfig:
     archive: tuple[str, ...] = key((), _archives, 'a list of mail addresses or "maildir:/absolute/path"')
     archive_url: str = key("", _string, "the archive's URL")                   # List-Archive
     archived_at: str = key("", _url_template, 'a URL with {message_id}')       # Archived-At of each post
+    # mediation (docs/community.md): a thread with this many posts in an hour, or this many posts
+    # flagged under a conduct rule in an hour, cools down for `cooldown`: new posts in it are held,
+    # its participants get one mediation notice (the `mediation_notice` file, else a built-in text)
+    cool_posts_per_hour: int = key(25, _count, "a whole number >= 0 (0: never)")
+    cool_conduct_matches: int = key(3, _count, "a whole number >= 0 (0: never)")
+    cooldown: float = key(6 * 3600.0, parse_duration, "a duration such as 6h")
+    mediation_notice: Path | None = path_key(None, "a text file")
+    # canned reasons a moderator names with #: `reject K7Q2-TOKEN #offtopic`
+    reasons: tuple[tuple[str, str], ...] = key((), _reasons, 'a table such as { offtopic = "Off topic for {list}." }')
+    # a post a moderator claimed (`claim ID`) is theirs to decide for this long
+    claim_for: float = key(2 * 3600.0, parse_duration, "a duration such as 2h")
+    # the first digest of each week carries a short health summary of the list
+    health_summary: bool = key(True, _bool, "true or false")
+    # posts listmod makes on a schedule: [[list.scheduled]] every = "30d", file = "...", subject = "..."
+    scheduled: tuple[Scheduled, ...] = key((), _scheduled, 'a list of tables with every, file and subject')
+
+    def reason_named(self, name: str) -> str | None:
+        """A canned reason by its name (`#offtopic`), with {list} filled in; None when unknown."""
+        text = dict(self.reasons).get(name.lower())
+        return text.replace("{list}", self.address) if text is not None else None
 
     @property
     def moderation_address(self) -> str:
@@ -702,6 +779,12 @@ def read_config(path: Path) -> Config:
                       f"(first at line {locator.line('list', seen[address], ('address',))})")
         seen[address] = i
         lists.append(read_table(r, "list", i, item, ListConfig, base, address=address))
+        if lists[-1].scheduled:
+            resolved = tuple(Scheduled(e.every, (base / e.file).resolve(), e.subject) for e in lists[-1].scheduled)
+            lists[-1] = replace(lists[-1], scheduled=resolved)
+            for e in resolved:
+                if not e.file.is_file():
+                    r.problem("list", i, ("scheduled",), f"scheduled file {str(e.file)!r} does not exist")
         _check_news(r, i, item, lists[-1])
         _check_dkim(r, i, lists[-1])
     if not lists and not r.problems:

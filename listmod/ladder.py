@@ -101,22 +101,23 @@ def level_of(conn: sqlite3.Connection, mlist: ListConfig, address: str, at: floa
 
 
 def _mail(conn: sqlite3.Connection, mlist: ListConfig, to: str, subject: str, body: str, hostname: str,
-          at: float, per_hour: int, limited: bool = True) -> None:
+          at: float, per_hour: int, limited: bool = True, message_id: str = "") -> None:
     """`limited`: counted against held_notices_per_hour (promotions, which a member's own posts
     cause); a moderator's act on a person, and its end, is always told."""
     if limited and not may_notify(conn, to, at, per_hour):
         return
-    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), to, subject, hostname,
-                     auto="auto-generated")
-    if mlist.owner:
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address if message_id
+                             else mlist.owner_alias), to, subject, hostname, auto="auto-generated",
+                     message_id=message_id)
+    if mlist.owner and not message_id:   # an appealable notice is answered to the moderation address
         msg["Reply-To"] = mlist.owner
     msg.set_content(body)
     enqueue_notice(conn, None, mlist, to, msg.as_bytes(), at)
 
 
 def _record(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, address: str, action: str,
-            template: str, reason: str, actor: str, source: str, at: float) -> None:
-    audit.append(conn, secret, list=mlist.address, post=None, message_id="", sha256="", sender=address,
+            template: str, reason: str, actor: str, source: str, at: float, post: int | None = None) -> None:
+    audit.append(conn, secret, list=mlist.address, post=post, message_id="", sha256="", sender=address,
                  action=action, reason=reason or template.replace("{list}", mlist.address),
                  template=audit.FREE_TEXT if reason else template, rule="", source=source, actor=actor, at=at)
 
@@ -184,7 +185,7 @@ def _history(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, address
 
 
 def _step_notice(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, address: str,
-                 step: str, until: float | None, back_to: str, reason: str, at: float) -> None:
+                 step: str, until: float | None, back_to: str, reason: str, at: float, notice_id: str = "") -> None:
     before = _history(conn, secret, mlist, address)[:-1]   # the newest line is this step itself
     end = (f"Until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(until))}; then "
            f"{_MEANS[back_to] if back_to else 'nothing'} again." if until is not None else
@@ -199,14 +200,16 @@ def _step_notice(conn: sqlite3.Connection, secret: bytes, config: Config, mlist:
     body = (f"This is {_MEANS[step]} on {mlist.address}: step {LADDER.index(step) + 1} of 4 "
             f"({', '.join(LADDER)}).\n\nWhy:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
             f"{end}\n\nBefore this: " + ("\n" + "\n".join(f"    {b}" for b in before) if before else "nothing.")
-            + f"\n{guidelines}\nTo answer the moderators, reply to this message.\n")
+            + f"\n{guidelines}\nIf you think this is wrong, reply to this message with the word `appeal` and\n"
+            "your reasons on the same line: a moderator who did not decide it will look at it again.\n"
+            f"To write to the list owner, use {mlist.owner_alias}.\n")
     _mail(conn, mlist, address, f"{step.capitalize()} on {mlist.address}", body, config.server.hostname, at,
-          config.server.held_notices_per_hour, limited=False)
+          config.server.held_notices_per_hour, limited=False, message_id=notice_id)
 
 
 def set_sanction(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, address: str,
                  step: str, *, reason: str, actor: str, until: float | None = None, source: str = "command line",
-                 at: float | None = None) -> str:
+                 at: float | None = None, post: int | None = None) -> str:
     """Put a member on a step of the ladder (with an end, `until`, or none); audited, the member
     told (but of a note), and a trust given by hand cleared for a warning or worse."""
     assert step in LADDER
@@ -227,15 +230,19 @@ def set_sanction(conn: sqlite3.Connection, secret: bytes, config: Config, mlist:
                 "moderated": "The member's posts to {list} are held for review.",
                 "banned": "Posts from this sender to {list} are rejected."}[step]
     _record(conn, secret, mlist, address, _ACTION[step], template, f"{reason}{ends}" if reason else "",
-            actor, source, at)
+            actor, source, at, post)
     if step != "note":
-        _step_notice(conn, secret, config, mlist, address, step, until, back_to, reason, at)
+        from .appeals import appealable  # (appeals builds on this module)
+        notice_id = appealable(conn, secret, mlist, post, address, "sanction", actor, f"{step}: {reason}", at,
+                               config.server.hostname)
+        _step_notice(conn, secret, config, mlist, address, step, until, back_to, reason, at, notice_id)
         note_level(conn, secret, config, mlist, address, at, why=f"({step})", actor=actor, source=source)
     return f"{step}{ends}"
 
 
 def lift_sanction(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: ListConfig, address: str, *,
-                  reason: str, actor: str, source: str = "command line", at: float | None = None) -> bool:
+                  reason: str, actor: str, source: str = "command line", at: float | None = None,
+                  tell: bool = True) -> bool:
     at = time.time() if at is None else at
     s = standing_of(conn, mlist.address, address)
     if not s.current(at):
@@ -244,9 +251,10 @@ def lift_sanction(conn: sqlite3.Connection, secret: bytes, config: Config, mlist
                  "sanction_reason = NULL WHERE list = ? AND address = ?", (mlist.address, address))
     _record(conn, secret, mlist, address, "sanction-lifted", "The member's sanction on {list} was lifted.",
             reason, actor, source, at)
-    _mail(conn, mlist, address, f"Lifted on {mlist.address}",
-          f"The {s.current(at)} on {mlist.address} was lifted. Why:\n\n    {reason}\n", config.server.hostname, at,
-          config.server.held_notices_per_hour, limited=False)
+    if tell:
+        _mail(conn, mlist, address, f"Lifted on {mlist.address}",
+              f"The {s.current(at)} on {mlist.address} was lifted. Why:\n\n    {reason}\n", config.server.hostname,
+              at, config.server.held_notices_per_hour, limited=False)
     note_level(conn, secret, config, mlist, address, at, actor=actor, source=source)
     return True
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from .config import ListConfig
     from .message import Post
     from .posts import PostRecord
-    from .rules import Decision
 
 
 def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str, hostname: str, *,
@@ -38,7 +37,7 @@ def new_notice(mlist: ListConfig, sender: tuple[str, str], to: str, subject: str
     return msg
 
 
-def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str) -> bytes:
+def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname: str, message_id: str = "") -> bytes:
     """Tell a poster their held post was rejected, and why, in words they can act on."""
     venue = ", ".join(mlist.newsgroups) or mlist.address
     wrapped = "\n".join(textwrap.fill(line, 72) if line else "" for line in to_poster(reason).splitlines())
@@ -47,31 +46,19 @@ def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname:
         f"Your post to {venue} was reviewed and not accepted.\n\n"
         f"Subject: {post.subject or '(no subject)'}\n\n"
         f"Reason given:\n\n{textwrap.indent(wrapped, '    ')}\n\n"
-        f"Nothing was {'posted to the newsgroup' if mlist.newsgroups else 'sent to the list'}. "
-        "If you think this was a mistake, reply to this\n"
-        f"message to reach the list owner{f' ({mlist.owner})' if mlist.owner else ''}.\n",
+        f"Nothing was {'posted to the newsgroup' if mlist.newsgroups else 'sent to the list'}.\n\n"
+        + ("If you think this was a mistake, reply to this message with the word `appeal` and your\n"
+           "reasons on the same line: a moderator who did not decide it will look at it again.\n"
+           if message_id else "")
+        + f"To write to the list owner, use {mlist.owner_alias}.\n",
         subject=post.subject or "(no subject)", reason=reason, address=post.sender)
-    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), post.sender, subject,
-                     hostname, in_reply_to=post.message_id)
+    msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.moderation_address if message_id
+                             else mlist.owner_alias), post.sender, subject, hostname, in_reply_to=post.message_id,
+                     message_id=message_id)
     msg["Precedence"] = "list"
-    if mlist.owner:
+    if mlist.owner and not message_id:
         msg["Reply-To"] = mlist.owner
     msg.set_content(body)
-    return msg.as_bytes()
-
-
-def escalation_notice(mlist: ListConfig, post: Post, short_id: str, decision: Decision,
-                      hostname: str) -> bytes:
-    """Tell the list's escalation contact at once that a rule flagged a post for them."""
-    msg = new_notice(mlist, (f"{mlist.address} moderation", mlist.owner_alias), mlist.escalation_contact,
-                     f"[escalated {short_id}] {mlist.address}: {post.subject or '(no subject)'}", hostname,
-                     auto="auto-generated")
-    msg.set_content(
-        f"A post to {mlist.address} was escalated to you and is held until someone decides.\n\n"
-        f"Held as:  {short_id}\nFrom:     {post.sender or '<>'}\nSubject:  {post.subject or '(no subject)'}\n"
-        f"Rule:     {decision.rule_id} ({decision.source})\nEvidence: {decision.evidence}\n\n"
-        f"Reason:\n\n{textwrap.indent(textwrap.fill(decision.reason, 72), '    ')}\n\n"
-        f"Decide with: listmod approve {short_id} | listmod reject {short_id} --reason ...\n")
     return msg.as_bytes()
 
 

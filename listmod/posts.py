@@ -13,7 +13,7 @@ from . import audit
 from .config import Config, ListConfig
 from .kinds import STATE_FOR_ACTION, Action, OutboxKind, OutboxState, PostState
 from .message import Post
-from .notices import approved_notice, article_failed_notice, escalation_notice, held_notice, rejection_notice
+from .notices import approved_notice, article_failed_notice, held_notice, rejection_notice
 from .rules import Decision
 from .store import insert
 from .tokens import held_notice_id
@@ -121,8 +121,11 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
                 item.mlist, post, short_id or "", d.reason,
                 held_notice_id(secret, item.mlist.address, post_id, hostname), hostname), at)
         if escalated and item.mlist.escalation_contact:
-            enqueue_notice(conn, post_id, item.mlist, item.mlist.escalation_contact,
-                           escalation_notice(item.mlist, post, short_id or "", d, hostname), at)
+            from .evidence import send_evidence  # (evidence builds on this module)
+            send_evidence(conn, secret, item.mlist, post_id, note="", hostname=hostname, at=at)
+        if config is not None and item.thread and item.report is None:
+            from .threads import after_post  # (threads builds on this module)
+            after_post(conn, secret, config, item.mlist, item.thread, post, post_id, at)
         record = PostRecord(post_id, item.mlist.address, short_id, state, d.action, d.rule_id,
                             d.source, d.actor, d.reason, post.sender, post.subject, post.message_id,
                             at, None if state == PostState.HELD else at, message)
@@ -131,8 +134,11 @@ def record_intake(conn: sqlite3.Connection, secret: bytes, *, raw: bytes, envelo
                 or (reject_by_notice and may_notify(conn, post.sender, at, notices_per_hour))):
             # a submission comes through the news server's mailer, which would bounce a 550 to
             # itself, and an MTA's queue (LMTP) likewise: the poster hears the reason by mail instead
+            from .appeals import appealable  # (appeals builds on this module)
+            notice_id = appealable(conn, secret, item.mlist, post_id, post.sender, "rejection", d.actor, d.reason,
+                                   at, hostname)
             enqueue_notice(conn, post_id, item.mlist, post.sender,
-                           rejection_notice(item.mlist, record, d.reason, hostname), at)
+                           rejection_notice(item.mlist, record, d.reason, hostname, notice_id), at)
         if config is not None and item.report is not None:
             from .bounces import apply_report  # (bounces builds on this module)
             apply_report(conn, secret, config, item.mlist, item.report, item.verp, at)
@@ -293,8 +299,11 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     elif state == PostState.REJECTED and current.sender and (mlist.news_server is not None or may_tell(mlist, verified)):
         # the reason goes to the poster when notify_held covers them: never to a forged sender
         # (a newsgroup's submitter is always told: the news server's mailer cannot take a 550)
+        from .appeals import appealable  # (appeals builds on this module)
+        notice_id = appealable(conn, secret, mlist, current.id, current.sender, "rejection", actor, reason, at,
+                               config.server.hostname)
         enqueue_notice(conn, current.id, mlist, current.sender,
-                       rejection_notice(mlist, current, reason, config.server.hostname), at)
+                       rejection_notice(mlist, current, reason, config.server.hostname, notice_id), at)
     return find_post(conn, str(current.id))
 
 

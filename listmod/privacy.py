@@ -98,6 +98,11 @@ def export(conn: sqlite3.Connection, secret: bytes, address: str) -> dict[str, A
                                                "WHERE lower(recipient) = ? ORDER BY id", (address,))],
         "requests_waiting": [dict(zip(("list", "action", "expires_at"), r, strict=True)) for r in conn.execute(
             "SELECT list, action, expires_at FROM confirmations WHERE address = ?", (address,))],
+        "moderators_notes": [dict(zip(("list", "note", "at"), r, strict=True)) for r in conn.execute(
+            "SELECT list, note, at FROM member_notes WHERE address = ? ORDER BY at", (address,))],
+        "appeals": [dict(zip(("id", "list", "appeal", "state", "outcome", "received_at"), r, strict=True))
+                    for r in conn.execute("SELECT id, list, text, state, outcome, received_at FROM appeals "
+                                          "WHERE address = ? ORDER BY id", (address,))],
         "moderation_replies": [dict(zip(("message_id", "received_at", "summary"), r, strict=True))
                                for r in conn.execute("SELECT message_id, received_at, summary FROM replies "
                                                      "WHERE lower(sender) = ?", (address,))],
@@ -167,8 +172,12 @@ def forget(conn: sqlite3.Connection, secret: bytes, address: str, *, actor: str,
 
     # the rows that are about them alone
     for table, column in (("members", "address"), ("standing", "address"), ("confirmations", "address"),
-                          ("notice_log", "recipient"), ("staff", "address")):
+                          ("notice_log", "recipient"), ("staff", "address"), ("member_notes", "address"),
+                          ("appeals", "address"), ("appealable", "address")):
         report.removed[table] = conn.execute(f"DELETE FROM {table} WHERE lower({column}) = ?", (address,)).rowcount
+    conn.execute("UPDATE member_notes SET author = '' WHERE lower(author) = ?", (address,))
+    conn.execute("UPDATE posts SET claimed_by = NULL WHERE lower(claimed_by) = ?", (address,))
+    conn.execute("UPDATE appeals SET decided_by = '' WHERE decided_by = ?", (f"moderator:{address}",))
     if not report.held:
         report.removed["people"] = conn.execute("DELETE FROM people WHERE pseudonym = ?", (alias,)).rowcount
     return report

@@ -22,7 +22,7 @@ from .audit import seal_legacy
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -31,7 +31,9 @@ SCHEMA_VERSION = 16
 # confirmations (subscribe and unsubscribe requests waiting for the address to confirm) and
 # request_log (requests per client address in the last hour); 10 members.nomail and members.metoo
 # (a member's delivery options); 11 posts.hold_released (when the owner let an escalated post go
-# from its legal hold); 12 posts.verified (the poster may be told what became of the post)
+# from its legal hold); 12 posts.verified (the poster may be told what became of the post);
+# 17 threads and thread_alias (mediation), posts.claimed_by/claimed_at, member_notes, appealable and
+# appeals, scheduled_runs, digests.health (the week's health summary went out with it)
 KEY_LENGTH = 32
 
 
@@ -220,6 +222,27 @@ def _schema(db: sqlite_utils.Database) -> None:
             db.table("audit").add_column(column, str)
     db.table("audit_seals").create({"seq": int, "head": str, "records": int, "problems": str,
                                     "sealed_at": float, "mac": str}, pk="seq", if_not_exists=True)
+    for column, kind in (("claimed_by", str), ("claimed_at", float)):
+        if column not in db.table("posts").columns_dict:
+            db.table("posts").add_column(column, kind)
+    if "health" not in db.table("digests").columns_dict:
+        db.table("digests").add_column("health", float)
+    db.table("threads").create({"list": str, "key": str, "subject": str, "started_at": float, "last_at": float,
+                                "state": str, "until": float, "reason": str, "changed_by": str},
+                               pk=("list", "key"), if_not_exists=True)
+    db.table("threads").create_index(["list", "subject"], if_not_exists=True)
+    db.table("thread_alias").create({"list": str, "message_id": str, "thread": str}, pk=("list", "message_id"),
+                                    if_not_exists=True)
+    db.table("member_notes").create({"id": int, "list": str, "address": str, "note": str, "author": str,
+                                     "at": float}, pk="id", if_not_exists=True)
+    db.table("member_notes").create_index(["list", "address"], if_not_exists=True)
+    db.table("appealable").create({"id": int, "list": str, "post": int, "address": str, "kind": str,
+                                   "actor": str, "reason": str, "at": float}, pk="id", if_not_exists=True)
+    db.table("appeals").create({"id": int, "list": str, "appealable": int, "post": int, "address": str,
+                                "text": str, "state": str, "received_at": float, "decided_by": str,
+                                "decided_at": float, "outcome": str}, pk="id", if_not_exists=True)
+    db.table("scheduled_runs").create({"list": str, "name": str, "last_at": float}, pk=("list", "name"),
+                                      if_not_exists=True)
     db.table("posts").create_index(["short_id"], unique=True, if_not_exists=True)
     db.table("posts").create_index(["state", "list"], if_not_exists=True)
     db.table("posts").create_index(["message"], if_not_exists=True)

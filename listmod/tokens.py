@@ -60,3 +60,25 @@ def parse_held_notice_id(message_id: str) -> tuple[int, str] | None:
     """(post id, token) from a held notice's Message-ID, or None for any other id."""
     found = _HELD_NOTICE.match(message_id)
     return (int(found.group(1)), found.group(2)) if found else None
+
+
+_APPEALABLE = re.compile(r"<appeal\.(\d+)\.([0-9A-Z]+)@")
+
+
+def appealable_notice_id(secret: bytes, appealable_id: int, hostname: str) -> str:
+    """The Message-ID of a rejection or sanction notice: a reply to it saying `appeal` proves which
+    decision the poster appeals (and that they received the notice)."""
+    return f"<appeal.{appealable_id}.{_mac(secret, 'appealable', str(appealable_id))}@{hostname}>"
+
+
+def parse_appealable_id(secret: bytes, message_id: str) -> int | None:
+    """The appealable decision a notice's Message-ID names, when its token checks out."""
+    found = _APPEALABLE.match(message_id.strip())
+    if not found or not check(_mac(secret, "appealable", found.group(1)), found.group(2)):
+        return None
+    return int(found.group(1))
+
+
+def appeal_token(secret: bytes, list_address: str, appeal_id: int) -> str:
+    """The token a moderator's `grant` or `deny` of an appeal must carry (AP12-TOKEN)."""
+    return _mac(secret, "appeal", list_address.lower(), str(appeal_id))

@@ -180,7 +180,9 @@ def test_the_next_digest_says_what_was_decided_and_by_whom(sink, make_daemon):
     wait_until(lambda: d.cli_json("queue") == [], what="the rejection")
     hold(d, "second")
     later = wait_until(lambda: [g for g in digests(d) if "second" in summary(g)], 20, "the next digest")[-1]
-    assert f"Decided since the last digest: {short} rejected by mod@example.org (off topic)" in summary(later)
+    text = summary(later)
+    assert "Decided since the last digest (1):" in text
+    assert f"  rejected by mod@example.org (1): {short} (off topic)" in text
 
 
 def test_a_poster_can_withdraw_until_a_moderator_decides(sink, make_daemon):

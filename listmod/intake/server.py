@@ -29,9 +29,10 @@ from ..metrics import JUDGE_SECONDS, received
 from ..oplog import event, who
 from ..posts import Judged, PostRecord, record_intake
 from ..rules import Decision, OutOfSlice, RuleSet, decide
-from ..rules.context import build_context, context_json, thread_key, verified_sender
+from ..rules.context import build_context, context_json, verified_sender
 from ..store import GroupWriter, StoreError
 from ..subscriptions import first_message_id, forward_to_owner, handle_request, read_request
+from ..threads import thread_of
 from .inbox import store_reply
 from .status import human_size, with_status
 
@@ -519,9 +520,10 @@ class IntakeHandler:
                 judged.append(Judged(mlist, bounce_report_decision(ruleset), report=parse_report(raw),
                                      verp=verp_recipient(address)))
                 continue
-            ctx = build_context(reader, post, mlist, self.config, ruleset, now)
+            thread = thread_of(reader, post, mlist.address, now)
+            ctx = build_context(reader, post, mlist, self.config, ruleset, now, thread)
             judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
-                                 context_json(ctx), thread_key(post),
+                                 context_json(ctx), thread,
                                  verified_sender(post, ctx.sender_is_member, self.config.server.authserv_id)))
         return post, judged
 

@@ -25,7 +25,8 @@ from ..posts import (
     may_notify,
 )
 from ..rules.context import dkim_pass_domains
-from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, person, refuse, shown
+from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, add_member_note, person, refuse, shown
+from .digest import verify_digest_id
 from .replies import CommandLine, commands_in
 
 log = logging.getLogger("listmod.moderation")
@@ -68,7 +69,9 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
     for ml in [via_list] if via_list else list(config.lists):   # leaders in training, where the list says so
         if ml is not None and ml.leaders_moderate:
             staff.update(leaders(conn, ml, at))
-    if moderator not in staff and any(c.verb != "withdraw" for c in commands):
+        if ml is not None and ml.escalation_contact:   # trusted like a moderator, for escalated posts
+            staff.add(ml.escalation_contact)
+    if moderator not in staff and any(c.verb not in POSTER_VERBS for c in commands):
         # one record for the whole reply, nothing echoed back: the moderation address must not
         # reflect a stranger's (or a forger's) text to anyone
         receipt.unverified = True
@@ -79,7 +82,7 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                      template="a reply from an address that is not a moderator; nothing was applied",
                      rule="", source="mail command", actor=f"unverified:{moderator}", at=at)
         return receipt
-    receipt.poster_only = bool(commands) and all(c.verb == "withdraw" for c in commands)
+    receipt.poster_only = bool(commands) and all(c.verb in POSTER_VERBS for c in commands)
     if reply.message_id:
         seen = conn.execute("SELECT received_at FROM replies WHERE message_id = ?",
                             (reply.message_id,)).fetchone()
@@ -109,12 +112,18 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
             receipt.results.append(Result(cmd.line, False, f"'{cmd.verb}' is not a command; commands "
                                           f"are: {', '.join(c.name for c in REGISTRY if c.for_moderators)}"))
             continue
-        if not command.for_moderators:
+        if not command.for_moderators or command.own_target:
             command.apply(step, None)
+            continue
+        if cmd.verb == "note" and "@" in cmd.target:
+            note_member(step, references)
             continue
         if cmd.target == "all" and command.apply is person:
             refuse(step, f"{cmd.verb} acts on one person: name one of their posts ('{cmd.verb} K7Q2-TOKEN ...')",
                    None)
+            continue
+        if cmd.target == "all" and not command.action:
+            refuse(step, f"{cmd.verb} acts on one post at a time: name it ('{cmd.verb} K7Q2-TOKEN')", None)
             continue
         if cmd.target == "all":
             found = _digest_for_token(conn, secret, cmd.digest_token, config) if cmd.digest_token else None
@@ -150,6 +159,35 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
             continue
         command.apply(step, post)
     return receipt
+
+
+POSTER_VERBS = frozenset(c.name for c in REGISTRY if not c.for_moderators)
+
+
+def note_member(step: Step, references: set[str]) -> None:
+    """`note ADDR text`: a moderator's note on a member, shown beside their posts in the next
+    digests. It names no post, so its authority is the digest it answers: the reply must refer to
+    one of our digests (whose Message-ID carries a MAC) of a list the sender moderates."""
+    cmd, receipt = step.cmd, step.receipt
+    address = cmd.target.strip("<>").lower()
+    lists = [m for m in ([step.via_list] if step.via_list else step.config.lists)
+             if m is not None and receipt.moderator in m.moderators
+             and any(verify_digest_id(step.secret, m.address, ref) for ref in references)]
+    if not lists:
+        refuse(step, "note ADDR works in a reply to a digest, from a moderator of its list "
+               "(or name one of the member's posts: 'note K7Q2-TOKEN text')", None)
+        return
+    if not cmd.reason.strip():
+        refuse(step, "note needs the text after the address", None)
+        return
+    for mlist in lists:
+        receipt.lists.add(mlist.address)
+        add_member_note(step.conn, mlist, address, cmd.reason.strip(), receipt.moderator, step.at)
+        audit.append(step.conn, step.secret, list=mlist.address, post=None, message_id="", sha256="", sender=address,
+                     action="noted", reason=cmd.reason.strip()[:500], template=audit.FREE_TEXT, rule="",
+                     source="mail command: note", actor=f"moderator:{receipt.moderator}", at=step.at)
+        receipt.results.append(Result(cmd.line, True, f"noted on {address}; the next digests show it beside "
+                                      "their posts", mlist.address))
 
 
 def _digest_for_token(conn: sqlite3.Connection, secret: bytes, token: str, config: Config) -> tuple[str, set[int]] | None:
@@ -223,6 +261,8 @@ def send_receipts(conn: sqlite3.Connection, receipt: Receipt, config: Config, ra
         # the moderators, and a leader who sent the reply
         leader = [receipt.moderator] if mlist.leaders_moderate and receipt.moderator not in mlist.moderators \
             and receipt.moderator in leaders(conn, mlist, at) else []
+        if receipt.moderator == mlist.escalation_contact and receipt.moderator not in mlist.moderators:
+            leader = [receipt.moderator]   # the escalation contact hears what became of their reply
         for rcpt in [*mlist.moderators, *leader]:
             body = receipt_message(receipt, mlist, hostname, references, to=rcpt, audit_head=head)
             enqueue_notice(conn, None, mlist, rcpt, body, at)

@@ -12,16 +12,20 @@ import secrets
 import sqlite3
 import textwrap
 import time
+import unicodedata
 from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 
-from .. import audit, tokens
+from .. import appeals, audit, tokens
 from ..config import Config, ListConfig
 from ..ladder import leaders
+from ..message import printable
 from ..posts import PostRecord, enqueue_notice, held_posts
 from ..rawmail import crlf_lines
+from ..stats import WEEK, weekly_summary
 from ..store import insert
+from ..threads import state_of
 from ..tomlfile import format_duration
 from .commands import digest_help, lines_under_post
 
@@ -55,14 +59,26 @@ class Digest:
 
 
 def decided_since(conn: sqlite3.Connection, mlist: ListConfig, since: float) -> list[str]:
+    """What was decided since the last digest, grouped by what and who, wrapped to 78 columns:
+    "  approved by alice@example.org (3): K7Q2 9XWD ABCD"."""
     rows = conn.execute(
         "SELECT short_id, state, actor, reason FROM posts WHERE list = ? AND short_id IS NOT NULL "
         "AND state != 'held' AND decided_at > ? ORDER BY decided_at", (mlist.address, since)).fetchall()
-    out = []
+    if not rows:
+        return []
+    groups: dict[tuple[str, str], list[str]] = {}
     for short_id, state, actor, reason in rows:
         who = actor.split(":", 1)[1] if ":" in actor else actor
-        out.append(f"{short_id} {state} by {who}" + (f" ({reason})" if state == "rejected" else ""))
-    return out
+        item = short_id + (f" ({textwrap.shorten(reason or '', 40, placeholder='...')})" if state == "rejected" else "")
+        groups.setdefault((_VERB.get(state, state), who), []).append(item)
+    lines = [f"Decided since the last digest ({len(rows)}):"]
+    for (verb, who), items in groups.items():
+        lines += textwrap.wrap(f"{verb} by {who} ({len(items)}): " + ", ".join(items), 78,
+                               initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
+    return lines
+
+
+_VERB = {"accepted": "approved", "rejected": "rejected", "discarded": "discarded"}
 
 
 @dataclass(frozen=True)
@@ -76,17 +92,22 @@ class _Shown:
 
 
 def _select(conn: sqlite3.Connection, mlist: ListConfig,
-            held: list[PostRecord]) -> tuple[list[_Shown], list[PostRecord], int]:
-    """Which held posts a digest shows in full (new ones, escalated first, up to digest_max_size;
-    a post larger than the cap alone is described, not attached), which in one line (shown by an
-    earlier digest and still waiting), and how many new ones wait for the next digest."""
+            held: list[PostRecord]) -> tuple[list[_Shown], list[PostRecord], int, int]:
+    """Which held posts a digest shows in full (new ones, escalated first, up to digest_max_items
+    and digest_max_size; a post larger than the cap alone is described, not attached), which in
+    one line (shown by an earlier digest and still waiting, in the places left under
+    digest_max_items), how many new ones wait for the next digest, and how many older ones are
+    not listed."""
     ids = [p.id for p in held]
-    marks = ",".join("?" * len(ids))
-    facts = {pid: (size, excerpt or "", bool(parsed if parsed is not None else 1), bool(esc), bool(seen))
-             for pid, size, excerpt, parsed, esc, seen in conn.execute(
-                 f"SELECT p.id, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0), "
-                 f"EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id) "
-                 f"FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN ({marks})", ids)}
+    facts: dict[int, tuple] = {}
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk:chunk + 500]
+        marks = ",".join("?" * len(part))
+        facts.update({pid: (size, excerpt or "", bool(parsed if parsed is not None else 1), bool(esc), bool(seen))
+                      for pid, size, excerpt, parsed, esc, seen in conn.execute(
+                          f"SELECT p.id, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0), "
+                          f"EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id) "
+                          f"FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN ({marks})", part)})
     new = sorted((p for p in held if not facts[p.id][4]), key=lambda p: not facts[p.id][3])
     older = [p for p in held if facts[p.id][4]]
     shown: list[_Shown] = []
@@ -94,24 +115,66 @@ def _select(conn: sqlite3.Connection, mlist: ListConfig,
     for post in new:
         size, excerpt, parsed, escalated, _ = facts[post.id]
         attach = size <= mlist.digest_max_size
-        if not escalated and attach and shown and total + size > mlist.digest_max_size:
+        full = len(shown) >= mlist.digest_max_items or (attach and shown and total + size > mlist.digest_max_size)
+        if not escalated and full:
             deferred += 1
             continue
         total += size if attach else 0
         shown.append(_Shown(post, size, excerpt, parsed, escalated, attach))
-    return shown, older, deferred
+    room = max(mlist.digest_max_items - len(shown), 0)
+    older.sort(key=lambda p: not facts[p.id][3])   # escalated ones first
+    return shown, older[:room], deferred, max(len(older) - room, 0)
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1 for c in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` cut (with '~') and padded to exactly `width` terminal columns."""
+    text = printable(" ".join(text.split()))
+    if _width(text) > width:
+        out, used = [], 0
+        for c in text:
+            w = _width(c)
+            if used + w > width - 1:
+                break
+            out.append(c)
+            used += w
+        text = "".join(out) + "~"
+    return text + " " * (width - _width(text))
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+SUMMARY_LEGEND = "  ! escalated  ~ thread cooling/locked  @ claimed  + waiting past remind_after"
+
+
+def summary_line(n: int, post: PostRecord, at: float, marks: str) -> str:
+    """One held post in at most 79 columns: number, id, marks, age, sender, subject, rule."""
+    return (f"{n:>2} {post.short_id or '':<6}{marks:<2}{_age(at - post.created_at):>4} "
+            f"{_fit(post.sender or '<>', 22)} {_fit(post.subject or '(no subject)', 26)} "
+            f"{_fit(post.rule or '-', 14)}").rstrip()
 
 
 def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hostname: str,
-                 at: float | None = None) -> Digest | None:
-    """The digest of the posts held for `mlist` now; None when nothing is held. It is made from
-    what intake stored (sender, subject, excerpt) and the raw bytes, never from a fresh parse, so
-    no post, however it is built, can stop a digest."""
+                 at: float | None = None, health: list[str] | None = None) -> Digest | None:
+    """The digest of the posts held for `mlist` now; None when nothing is held (nor appealed). It is
+    made from what intake stored (sender, subject, excerpt) and the raw bytes, never from a fresh
+    parse, so no post, however it is built, can stop a digest. It opens with one line per post (20
+    fit an 80x24 screen), then what was decided, threads cooling down, appeals, then each post in
+    full with the lines to reply with."""
     at = time.time() if at is None else at
     held = held_posts(conn, mlist.address)
-    if not held:
+    appeal_lines = appeals.digest_lines(conn, secret, mlist, at)
+    if not held and not appeal_lines:
         return None
-    shown, older, deferred = _select(conn, mlist, held)
+    shown, older, deferred, unlisted = _select(conn, mlist, held) if held else ([], [], 0, 0)
     last = conn.execute("SELECT MAX(sent_at) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
     decided = decided_since(conn, mlist, last or 0.0)
     message_id = digest_message_id(secret, mlist, at, hostname)
@@ -120,10 +183,24 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     def command(post: PostRecord) -> str:
         return tokens.command_id(post.short_id or "", tokens.post_token(secret, mlist.address, post.id,
                                                                         post.short_id or ""))
-    oldest = max(at - p.created_at for p in held)
-    lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {format_duration(oldest)}).", ""]
+    listed = [i.post for i in shown] + older
+    context = _post_context(conn, mlist, listed, at)
+    oldest = max((at - p.created_at for p in held), default=0.0)
+    appealed = len(appeals.open_appeals(conn, mlist.address)) if appeal_lines else 0
+    lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {format_duration(oldest)})"
+             + (f"; {appealed} appeal(s)" if appealed else "") + ":"] if held else \
+        [f"{appealed} appeal(s) for {mlist.address}:", ""]
+    for n, post in enumerate(listed, start=1):
+        lines.append(summary_line(n, post, at, context[post.id].marks))
+    if deferred or unlisted:
+        lines.append(f"   ... and {deferred + unlisted} more (digest_max_items); `listmod queue` lists them all")
+    if listed:
+        lines += [SUMMARY_LEGEND, ""]
+    lines += health or []
     if decided:
-        lines += ["Decided since the last digest: " + "; ".join(decided), ""]
+        lines += decided + [""]
+    lines += _thread_lines(conn, mlist, at)
+    lines += appeal_lines
     for n, item in enumerate(shown, start=1):
         post = item.post
         flags = []
@@ -139,24 +216,26 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
                      + (f"  ({', '.join(flags)})" if flags else ""))
         lines.append(f"    Subject: {post.subject or '(no subject)'}")
         lines.append(f"    Held by {post.rule} ({post.source}): {post.reason}")
+        lines += [f"    {x}" for x in context[post.id].notes]
         lines += [f"    | {t}" for t in item.excerpt.splitlines()]
         cid = command(post)
         lines += lines_under_post(cid) + [""]
     if older:
-        lines.append(f"Still waiting (shown in an earlier digest), {len(older)}:")
-        escalated = {pid for (pid,) in conn.execute(
-            "SELECT id FROM posts WHERE list = ? AND state = 'held' AND escalated = 1", (mlist.address,))}
-        for post in older:
-            flags = [f for f, on in (("ESCALATED", post.id in escalated),
+        lines.append(f"Still waiting (shown in an earlier digest), {len(older)}"
+                     + (f" of {len(older) + unlisted}" if unlisted else "") + ":")
+        for n, post in enumerate(older, start=len(shown) + 1):
+            marks = context[post.id].marks
+            flags = [f for f, on in (("ESCALATED", "!" in marks),
                                      (f"REMINDER: waiting for {format_duration(at - post.created_at)}",
                                       at - post.created_at > mlist.remind_after)) if on]
-            lines.append(f"  {command(post)}  held {format_duration(at - post.created_at)}  {post.sender or '<>'}  "
-                         f"{textwrap.shorten(post.subject or '(no subject)', 50, placeholder='...')}  "
-                         f"({post.rule})" + (f"  ({', '.join(flags)})" if flags else ""))
+            lines.append(f"  [{n}] {command(post)}  held {format_duration(at - post.created_at)}  {post.sender or '<>'}  "
+                         f"{textwrap.shorten(post.subject or '(no subject)', 50, placeholder='...')}  ({post.rule})"
+                         + (f"  ({', '.join(flags)})" if flags else ""))
+            lines += [f"      {x}" for x in context[post.id].notes]
         lines.append("")
     if deferred:
-        lines += [f"{deferred} more new post(s) wait for the next digest (this one is at its size "
-                  f"limit, digest_max_size).", ""]
+        lines += [f"{deferred} more new post(s) wait for the next digest (this one is at its limit, "
+                  f"digest_max_items or digest_max_size).", ""]
     lines += digest_help(all_token)
     attached = [i for i in shown if i.attach]
     raws = dict(conn.execute(
@@ -164,7 +243,63 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
         f"({','.join('?' * len(attached))})", [i.post.id for i in attached])) if attached else {}
     data = _assemble(mlist, message_id, at, len(held), "\n".join(lines), audit.head_header(conn),
                      [(i.post, raws.get(i.post.id, b""), i.parsed) for i in attached])
-    return Digest(mlist.address, message_id, tuple([i.post for i in shown] + older), data, deferred)
+    return Digest(mlist.address, message_id, tuple(listed), data, deferred)
+
+
+@dataclass(frozen=True)
+class _Context:
+    marks: str
+    notes: tuple[str, ...]
+
+
+def _post_context(conn: sqlite3.Connection, mlist: ListConfig, posts: list[PostRecord],
+                  at: float) -> dict[int, _Context]:
+    """Per listed post: its marks for the summary, and the lines shown under it (the thread's
+    cool-down or lock, a moderator's claim, the moderators' notes on the sender)."""
+    out = {}
+    notes_of: dict[str, list[str]] = {}
+    for post in posts:
+        escalated, thread, claimed_by, claimed_at = conn.execute(
+            "SELECT COALESCE(escalated, 0), COALESCE(thread, ''), claimed_by, claimed_at FROM posts WHERE id = ?",
+            (post.id,)).fetchone()
+        state = state_of(conn, mlist.address, thread, at)
+        lines, marks = [], ""
+        if escalated:
+            marks += "!"
+        if state.state:
+            marks += "~"
+            lines.append("Thread: " + ("LOCKED by the moderators" if state.state == "locked" else
+                                       f"COOLING DOWN until {time.strftime('%H:%M UTC', time.gmtime(state.until or 0))}"))
+        if claimed_by and at - (claimed_at or 0) <= mlist.claim_for:
+            marks += "@"
+            lines.append(f"Claimed by {claimed_by} until "
+                         f"{time.strftime('%H:%M UTC', time.gmtime((claimed_at or 0) + mlist.claim_for))}")
+        if at - post.created_at > mlist.remind_after:
+            marks += "+"
+        if post.sender and post.sender not in notes_of:
+            notes_of[post.sender] = [
+                f"Note on {post.sender} ({author}, {time.strftime('%Y-%m-%d', time.gmtime(when))}): "
+                f"{textwrap.shorten(note, 160, placeholder='...')}"
+                for note, author, when in conn.execute(
+                    "SELECT note, author, at FROM member_notes WHERE list = ? AND address = ? ORDER BY at DESC LIMIT 3",
+                    (mlist.address, post.sender.lower()))]
+        lines += notes_of.get(post.sender, [])
+        out[post.id] = _Context(marks[:2], tuple(lines))
+    return out
+
+
+def _thread_lines(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> list[str]:
+    """The threads cooling down or locked now, with what ends them."""
+    rows = conn.execute("SELECT key, COALESCE(subject, ''), state, until FROM threads WHERE list = ? AND "
+                        "(state = 'locked' OR (state = 'cooling' AND until > ?)) ORDER BY until", (mlist.address, at)
+                        ).fetchall()
+    if not rows:
+        return []
+    lines = [f"Threads cooling down or locked ({len(rows)}): reply 'unlock ID' or 'lock ID' with a post's id"]
+    for _, subject, state, until in rows[:20]:
+        when = "locked" if state == "locked" else f"cooling until {time.strftime('%H:%M UTC', time.gmtime(until))}"
+        lines.append(f"  {_fit(subject or '(no subject)', 50).rstrip()}  {when}")
+    return lines + [""]
 
 
 def _assemble(mlist: ListConfig, message_id: str, at: float, count: int, summary: str, audit_head: str,
@@ -246,10 +381,18 @@ def make_digest(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: 
     be delivered) when one is due, or (`force`, as `listmod digest send` asks) whenever posts are held."""
     if not force and not digest_due(conn, mlist, at):
         return None
-    digest = build_digest(conn, secret, mlist, config.server.hostname, at)
+    health = None
+    if mlist.health_summary:
+        last_health = conn.execute("SELECT MAX(health) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
+        if (last_health is None or at - last_health >= WEEK) and conn.execute(
+                "SELECT 1 FROM posts WHERE list = ? AND created_at < ? LIMIT 1", (mlist.address, at - WEEK)).fetchone():
+            health = weekly_summary(conn, mlist.address, at)   # a list with a week of history
+    digest = build_digest(conn, secret, mlist, config.server.hostname, at, health)
     if digest is None:
         return None
     record_digest(conn, digest, at)
+    if health:
+        conn.execute("UPDATE digests SET health = ? WHERE message_id = ?", (at, digest.message_id))
     queue_digest(conn, digest, mlist, config.imap.digest_folder if config.imap else None,
                  config.outbound is not None, at)
     return digest
@@ -266,6 +409,9 @@ def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
         "AND NOT EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id)", (mlist.address,)).fetchone()
     held = conn.execute("SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND state = 'held'",
                         (mlist.address,)).fetchone()
+    if conn.execute("SELECT 1 FROM appeals WHERE list = ? AND state = 'open' AND received_at > ? LIMIT 1",
+                    (mlist.address, last or 0.0)).fetchone():
+        return True   # an appeal waits for a moderator who has not seen it
     interval_passed = last is None or at - last >= mlist.digest_every
     long_queue = held[0] >= mlist.digest_max_items and not deferred
     if new[0] and (interval_passed or long_queue or new[1]):

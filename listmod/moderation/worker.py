@@ -17,9 +17,11 @@ from ..ladder import end_sanctions
 from ..oplog import event
 from ..posts import prune_notice_log
 from ..privacy import purge_expired
+from ..scheduled import post_due
 from ..store import GroupWriter, StoreError
 from ..subscriptions import expire_confirmations
 from ..supervise import QuietLog
+from ..threads import end_cooldowns
 from .apply import expire_held, prepare_reply, process_reply, reply_failed
 from .digest import Digest, make_digest
 
@@ -66,17 +68,22 @@ class ModerationWorker:
             ended = end_sanctions(conn, self.secret, self.config, now)
             if ended:
                 log.info("%d sanction(s) ended", ended)
-            for mlist in self.config.lists:   # members' daily digests, when due
+            warmed = end_cooldowns(conn, self.secret, now, self.config)
+            if warmed:
+                log.info("%d thread cool-down(s) ended", warmed)
+            made = 0
+            for mlist in self.config.lists:   # members' daily digests and scheduled posts, when due
                 memberdigest.send_due(conn, mlist, self.config.server.hostname, now)
+                made += len(post_due(conn, self.secret, self.config, mlist, now))
             if sweep:
                 expire_confirmations(conn, now)
                 purged = purge_expired(conn, self.config, now)
                 if purged:
                     log.info("%d raw message(s) past retain_messages blanked", purged)
-            return expire_held(conn, self.secret, self.config, now)
+            return expire_held(conn, self.secret, self.config, now) + made
         expired = await self._write(housekeeping)
         if expired:
-            log.info("%d held post(s) expired", expired)
+            log.info("%d held post(s) expired or scheduled post(s) made", expired)
             self.wake_outbox()
         if await self.apply_replies():
             self.wake_outbox()

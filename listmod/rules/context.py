@@ -12,6 +12,7 @@ from typing import Any
 from ..config import Config, ListConfig
 from ..ladder import level_of, standing_of
 from ..message import Post
+from ..threads import heat_of, state_of
 from .model import Context, RuleSet
 
 HOUR = 3600.0
@@ -103,8 +104,9 @@ def is_member(conn: sqlite3.Connection, list_address: str, sender: str) -> bool:
 
 
 def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, config: Config,
-                  ruleset: RuleSet, at: float) -> Context:
-    """The context for judging `post` on `mlist` now; counters only for fields the rules read."""
+                  ruleset: RuleSet, at: float, thread: str | None = None) -> Context:
+    """The context for judging `post` on `mlist` now; counters only for fields the rules read.
+    `thread`: the post's thread as threads.thread_of found it (else its first reference)."""
     needs = ruleset.needs
     sender = post.sender
     level, sanction = sender_standing(conn, mlist, sender, at)
@@ -131,7 +133,12 @@ def build_context(conn: sqlite3.Connection, post: Post, mlist: ListConfig, confi
         counts["posts_last_hour"] = conn.execute(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND sender = ? AND created_at > ? "
             f"AND created_at < ? LIMIT {COUNT_CAP})", (mlist.address, sender, at - HOUR, at)).fetchone()[0]
-    thread = thread_key(post)
+    thread = thread_key(post) if thread is None else thread
+    cooling = state_of(conn, mlist.address, thread, at)
+    if cooling.state:
+        counts["thread_state"], counts["thread_until"] = cooling.state, cooling.until
+    if "thread.heat" in needs:
+        counts["thread_heat"] = heat_of(conn, mlist, thread, at).percent if thread else 0
     if "thread.posts_last_hour" in needs:
         counts["thread_posts_last_hour"] = conn.execute(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM posts WHERE list = ? AND thread = ? AND created_at > ? "

@@ -121,6 +121,28 @@ def _exempt(rule_exempt: tuple[str, ...], ctx: Context) -> str:
 
 def decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = None,
            slice_only: bool = False) -> Decision:
+    """Judge a post (see _decide); a post the rules would let through into a thread that is cooling
+    down or locked is held instead, with a reason that says so (the moderators are not held)."""
+    decision = _decide(post, ctx, ruleset, deadline, slice_only)
+    if decision.action != "accept" or not ctx.thread_state or ctx.sender_is_moderator:
+        return decision
+    if ctx.thread_state == "locked":
+        rule_id, template = "thread-locked", ("The moderators of {list} have locked this thread; new posts in it "
+                                              "are read by a moderator before they go out.")
+    else:
+        until = time.strftime("%H:%M UTC", time.gmtime(ctx.thread_until or 0))
+        rule_id, template = "thread-cooling", ("This thread on {list} is cooling down until " + until + ": it ran "
+                                               "hot, so new posts in it are read by a moderator before they go out. "
+                                               "Thank you for your patience.")
+    evidence = f"thread.{'locked' if ctx.thread_state == 'locked' else 'cooling'} is true"
+    outcome = RuleOutcome(rule_id, "builtin", "hold", True, evidence)
+    return replace(decision, action="hold", reason=render_reason(template, post, ctx, evidence), rule_id=rule_id,
+                   source="builtin", actor="rules", evidence=evidence, notes=(*decision.notes, outcome),
+                   template=template, category="")
+
+
+def _decide(post: Post, ctx: Context, ruleset: RuleSet, deadline: float | None = None,
+            slice_only: bool = False) -> Decision:
     """Judge a post: built-in checks, then the rules in order (first terminal match decides; `tag`
     rules are recorded and evaluation goes on), then the list's default for members or non-members.
     No I/O; the trace shows every rule considered. With a `deadline` (time.monotonic()), a post

@@ -63,6 +63,13 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
           "posts in this post's thread in the last hour (before this one)", CHEAP),
     Field("thread.participants", "number", lambda f: f.context.thread_participants,
           "how many different people have posted in this post's thread", CHEAP),
+    Field("thread.heat", "number", lambda f: f.context.thread_heat,
+          "how close this post's thread is to cool-down, in percent of the nearer threshold "
+          "(cool_posts_per_hour, cool_conduct_matches): 100 means it runs hot", CHEAP),
+    Field("thread.locked", "bool", lambda f: f.context.thread_state == "locked",
+          "true when the moderators locked this post's thread", CHEAP),
+    Field("thread.cooling", "bool", lambda f: f.context.thread_state == "cooling",
+          "true while this post's thread is cooling down", CHEAP),
     Field("auth.dkim", "texts", _auth("dkim"), "DKIM results (pass, fail, none, ...) from the trusted "
           "Authentication-Results header", CHEAP),
     Field("auth.spf", "texts", _auth("spf"), "the SPF result from the trusted Authentication-Results", CHEAP),

@@ -50,6 +50,9 @@ class Context:
     posts_last_hour: int | None = None
     thread_posts_last_hour: int | None = None
     thread_participants: int | None = None
+    thread_heat: int | None = None             # percent of the way to cool-down (threads.py)
+    thread_state: str = ""                     # "" | "cooling" | "locked"
+    thread_until: float | None = None          # when a cool-down ends
     auth: tuple[tuple[str, str], ...] = ()     # (method, result) from trusted Authentication-Results
     spam_score: float | None = None
     newsgroups: tuple[str, ...] = ()           # the groups the list moderates (a newsgroup's list)
