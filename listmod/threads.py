@@ -25,6 +25,8 @@ from .tomlfile import format_duration
 HOUR = 3600.0
 JOIN_BY_SUBJECT_WITHIN = 7 * 86400.0   # a post without references joins a thread this recent
 MAX_NOTIFIED = 200                      # participants told of one cool-down, at most
+_REPLY = re.compile(r"^\s*(?:\[[^\]]{1,40}\]\s*)*(?:re|fwd?|aw|sv|vs|antw|r|wg|tr|res|odp)\s*(?:\[\d+\])?\s*[:：]",
+                    re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|vs|antw|r|wg|tr|res|odp)\s*(?:\[\d+\])?\s*[:：]|\[[^\]]{1,40}\])\s*",
                      re.IGNORECASE)
 
@@ -43,14 +45,15 @@ def normalise_subject(subject: str) -> str:
 
 def thread_of(conn: sqlite3.Connection, post: Post, list_address: str, at: float) -> str:
     """The thread key of a post: its first reference's thread (References, else In-Reply-To);
-    without either, a recent thread on the list with the same normalised subject; else its own
-    Message-ID (it starts a thread)."""
+    without either, a reply by its subject ("Re: ...", from a client that dropped the references)
+    joins a recent thread on the list with the same normalised subject; else its own Message-ID
+    (it starts a thread: a new post that merely shares a subject such as "Question" is not a reply)."""
     root = (post.references[0] if post.references else post.in_reply_to)
     if root:
         row = conn.execute("SELECT thread FROM thread_alias WHERE list = ? AND message_id = ?",
                            (list_address, root)).fetchone()
         return row[0] if row else root
-    subject = normalise_subject(post.subject)
+    subject = normalise_subject(post.subject) if _REPLY.match(post.subject or "") else ""
     if subject:
         row = conn.execute("SELECT key FROM threads WHERE list = ? AND subject = ? AND last_at > ? "
                            "ORDER BY last_at DESC LIMIT 1", (list_address, subject, at - JOIN_BY_SUBJECT_WITHIN)
@@ -190,6 +193,12 @@ message.
 """
 
 
+def _fill(paragraph: str) -> str:
+    """A paragraph as written when its lines fit 76 columns, else filled to 76."""
+    lines = paragraph.splitlines()
+    return paragraph if all(len(x) <= 76 for x in lines) else textwrap.fill(" ".join(x.strip() for x in lines), 76)
+
+
 def _tell_participants(conn: sqlite3.Connection, config: Config, mlist: ListConfig, key: str, state: ThreadState,
                        reason: str, at: float) -> int:
     """One mediation notice to each participant the list may write to (members and senders whose
@@ -214,7 +223,7 @@ def _tell_participants(conn: sqlite3.Connection, config: Config, mlist: ListConf
     why = reason.removeprefix("The thread ran hot: ").rstrip(".") or "the moderators asked for a pause"
     body = (template.replace("{subject}", subject_text).replace("{list}", mlist.address)
             .replace("{until}", until).replace("{why}", why))
-    body = "\n".join(textwrap.fill(p, 76) if len(p) > 76 else p for p in body.splitlines()) + "\n"
+    body = "\n\n".join(_fill(p) for p in body.strip("\n").split("\n\n")) + "\n"
     for person in people:
         msg = new_notice(mlist, (f"{mlist.address} moderators", mlist.owner_alias), person,
                          f"[{mlist.address}] A pause in the thread: {subject_text}", config.server.hostname,

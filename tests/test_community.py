@@ -249,3 +249,29 @@ def test_the_digest_message_parses_as_mail(sink, make_daemon):
     raw = digest.as_bytes()
     again = message_from_bytes(raw, policy=default)
     assert again.get_content_type() == "multipart/digest"
+
+
+def test_a_warned_poster_appeals_the_sanction_and_another_moderator_lifts_it(sink, make_daemon):
+    d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
+    hold(d, "Buy my course", sender="poster@example.net")
+    digest = wait_until(lambda: digests(d), what="a digest")[-1]
+    pid = command_for(digest, "approve").split()[1]
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"warn {pid} no advertising here", digest))
+    warning = wait_until(lambda: [m.message for r, m in sink.copies() if r == "poster@example.net"
+                                  and str(m.message["Subject"]).startswith("Warning")], what="the warning")[0]
+    assert "appeal" in text_of(warning) and warning["From"].endswith(f"<{MODERATION}>")
+    appeal = (f"From: poster@example.net\r\nTo: {MODERATION}\r\nSubject: Re: {warning['Subject']}\r\n"
+              f"Message-ID: <appeal2@client>\r\nIn-Reply-To: {warning['Message-ID']}\r\n\r\n"
+              "> old text\r\nappeal it was a free community course\r\n").encode()
+    d.send("poster@example.net", MODERATION, appeal)
+    later = wait_until(lambda: [g for g in digests(d) if "Appeals (1)" in summary(g)], 15, "the appeal in a digest")[-1]
+    assert "poster@example.net appeals the sanction" in summary(later)
+    grant = next(x.strip() for x in summary(later).splitlines() if x.strip().startswith("grant AP"))
+    d.send("mod2@example.org", MODERATION, reply("mod2@example.org", grant, later))
+    wait_until(lambda: audit_actions(d, "sanction-lifted"), what="the sanction lifted")
+    assert d.cli_json("member", "show", LIST, "poster@example.net")[0]["sanction"] in ("", None)
+    # a second appeal of the same decision is answered, not filed again
+    d.send("poster@example.net", MODERATION, appeal.replace(b"<appeal2@client>", b"<appeal3@client>"))
+    wait_until(lambda: [m for r, m in sink.copies() if r == "poster@example.net"
+                        and "appealed already" in text_of(m.message)], what="the answer to a second appeal")
+    assert len(audit_actions(d, "appealed")) == 1

@@ -189,3 +189,22 @@ def test_the_html_report_renders_in_chromium_with_its_figures(history, tmp_path)
     assert "accept\t13" in body and "link-flood\t3" in body
     assert "Escalations: 0" in body and "1 received, 1 granted, 0 denied" in body
     assert bars == 3 and box is not None and box["width"] > 500 and box["height"] > 150
+
+
+def test_the_weeks_first_digest_opens_with_the_health_summary_and_the_next_does_not(history):
+    d = history
+    h = History(d)
+    h.post(time.time() - 60, "stranger@example.net", "hold", "default-nonmember")
+
+    def latest_digest() -> str:
+        from email import message_from_bytes
+        from email.policy import default
+        body = d.db().execute("SELECT body FROM outbox WHERE kind = 'digest' ORDER BY id DESC LIMIT 1").fetchone()[0]
+        return next(message_from_bytes(body, policy=default).iter_parts()).get_content()
+    d.cli("digest", "send", LIST)
+    first = latest_digest()
+    week = json.loads(d.cli("stats", "--list", LIST, "--since", "7d", "--json").stdout)
+    assert f"This week on {LIST}: {week['posts']} posts" in first
+    assert first.index("This week on") > first.index(" 1 ")   # after the one-line summary of posts
+    d.cli("digest", "send", LIST)
+    assert "This week on" not in latest_digest()

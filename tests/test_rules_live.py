@@ -72,7 +72,8 @@ def test_escalation_holds_the_post_and_tells_the_escalation_contact_at_once(sink
     assert held["rule"] == "threats-or-doxxing"
     notice = wait_until(lambda: [r for rcpt, r in sink.copies() if rcpt == "legal@example.org"],
                         what="the escalation notice")[0].message
-    assert held["id"] in notice["Subject"] and "threats-or-doxxing" in notice.get_payload(decode=True).decode()
+    summary = notice.get_payload(0).get_payload(decode=True).decode()   # the evidence's summary part
+    assert held["id"] in notice["Subject"] and "threats-or-doxxing" in summary
     assert d.db().execute("SELECT escalated FROM posts").fetchone()[0] == 1
     assert sink.copies_for("<esc@t>") == []
 

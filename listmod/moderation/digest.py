@@ -199,7 +199,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     lines += health or []
     if decided:
         lines += decided + [""]
-    lines += _thread_lines(conn, mlist, at)
+    lines += _thread_lines(conn, secret, mlist, at)
     lines += appeal_lines
     for n, item in enumerate(shown, start=1):
         post = item.post
@@ -288,17 +288,23 @@ def _post_context(conn: sqlite3.Connection, mlist: ListConfig, posts: list[PostR
     return out
 
 
-def _thread_lines(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> list[str]:
-    """The threads cooling down or locked now, with what ends them."""
+def _thread_lines(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, at: float) -> list[str]:
+    """The threads cooling down or locked now, with what ends them and, when a post of the thread
+    is held, the lines to copy (a post's token is the authority over its thread)."""
     rows = conn.execute("SELECT key, COALESCE(subject, ''), state, until FROM threads WHERE list = ? AND "
                         "(state = 'locked' OR (state = 'cooling' AND until > ?)) ORDER BY until", (mlist.address, at)
                         ).fetchall()
     if not rows:
         return []
-    lines = [f"Threads cooling down or locked ({len(rows)}): reply 'unlock ID' or 'lock ID' with a post's id"]
-    for _, subject, state, until in rows[:20]:
+    lines = [f"Threads cooling down or locked ({len(rows)}):"]
+    for key, subject, state, until in rows[:20]:
         when = "locked" if state == "locked" else f"cooling until {time.strftime('%H:%M UTC', time.gmtime(until))}"
         lines.append(f"  {_fit(subject or '(no subject)', 50).rstrip()}  {when}")
+        held = conn.execute("SELECT id, short_id FROM posts WHERE list = ? AND thread = ? AND state = 'held' "
+                            "ORDER BY created_at DESC LIMIT 1", (mlist.address, key)).fetchone()
+        if held:
+            cid = tokens.command_id(held[1], tokens.post_token(secret, mlist.address, held[0], held[1]))
+            lines.append(f"      unlock {cid}" + ("" if state == "locked" else f"    lock {cid}"))
     return lines + [""]
 
 
