@@ -71,6 +71,11 @@ def test_a_moderator_locks_and_unlocks_a_thread_by_mail(sink, make_daemon):
     root = hold(d, "Licensing question")
     digest = wait_until(lambda: digests(d), what="a digest")[-1]
     pid = command_for(digest, "approve").split()[1]
+    # odd digits in a duration are words of the reason, never an error that sets the reply aside
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", f"cool {pid} for ９h\n"
+                                                f"moderate {pid} for 9999999999d odd", digest))
+    wait_until(lambda: audit_actions(d, "thread-cooled"), what="the cool-down")
+    assert not audit_actions(d, "reply-failed")
     d.send("mod@example.org", MODERATION, reply("mod@example.org", f"lock {pid} going in circles", digest))
     wait_until(lambda: audit_actions(d, "thread-locked"), what="the lock")
     d.send("alice@example.org", LIST, reply_to("alice@example.org", "Licensing question", root, "<l1@t>"))

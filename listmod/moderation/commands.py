@@ -151,7 +151,7 @@ def decide(step: Step, post: PostRecord | None) -> None:
     command, cmd = COMMANDS[step.cmd.verb], step.cmd
     given, until = cmd.reason, None
     if command.standing in ("banned", "warning"):   # "ban K7Q2 for 30d reason": a step with an end
-        found = re.match(r"\s*for\s+(\d+\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
+        found = re.match(r"\s*for\s+([0-9]{1,6}\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
         if found:
             try:
                 until = step.at + parse_duration(found.group(1).replace(" ", "").lower())
@@ -198,7 +198,7 @@ def person(step: Step, post: PostRecord | None) -> None:
         refuse(step, f"post {post.short_id} has no sender address to act on", post)
         return
     given, until = cmd.reason.strip(), None
-    found = re.match(r"for\s+(\d+\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
+    found = re.match(r"for\s+([0-9]{1,6}\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
     if found and command.standing == "moderated":
         until = step.at + parse_duration(found.group(1).replace(" ", "").lower())
         given = found.group(2).strip()
@@ -341,7 +341,7 @@ def thread_control(step: Step, post: PostRecord | None) -> None:
     verb, given = step.cmd.verb, step.cmd.reason.strip()
     until = None
     if verb == "cool":
-        found = re.match(r"for\s+(\d+\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
+        found = re.match(r"for\s+([0-9]{1,6}\s*[smhd])\b\s*(.*)$", given, re.S | re.I)
         span = mlist.cooldown
         if found:
             span, given = parse_duration(found.group(1).replace(" ", "").lower()), found.group(2).strip()
