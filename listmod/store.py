@@ -9,16 +9,34 @@ import queue
 import secrets
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .audit import seal_legacy
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+def _import_sqlite_utils():
+    """sqlite-utils imports numpy and pandas whenever they are installed (for column types listmod
+    never uses); hidden while it is imported, so that the daemon does not carry their ~10 MiB
+    (matplotlib, for `listmod stats --chart`, brings numpy into the venv)."""
+    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils as module
+    finally:
+        for name in hidden:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    return module
 
 T = TypeVar("T")
 
@@ -295,7 +313,7 @@ class Store:
                     raise StartupError(f"{path} was made by a newer listmod (schema {version}; this one "
                                        f"knows {SCHEMA_VERSION}); run that version, or restore a backup")
                 if version < SCHEMA_VERSION:
-                    _schema(sqlite_utils.Database(conn))
+                    _schema(_import_sqlite_utils().Database(conn))
                     if version and version < 6:
                         self.sealed = seal_legacy(conn, secret, time.time())
         finally:

@@ -123,18 +123,21 @@ def after_post(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: L
     if not key:
         return
     subject = normalise_subject(post.subject)
-    conn.execute("INSERT INTO threads (list, key, subject, started_at, last_at, state) VALUES (?, ?, ?, ?, ?, '') "
-                 "ON CONFLICT (list, key) DO UPDATE SET last_at = excluded.last_at, "
-                 "subject = CASE WHEN threads.subject = '' THEN excluded.subject ELSE threads.subject END",
-                 (mlist.address, key, subject, at, at))
+    started, state, until = conn.execute(
+        "INSERT INTO threads (list, key, subject, started_at, last_at, state) VALUES (?, ?, ?, ?, ?, '') "
+        "ON CONFLICT (list, key) DO UPDATE SET last_at = excluded.last_at, "
+        "subject = CASE WHEN threads.subject = '' THEN excluded.subject ELSE threads.subject END "
+        "RETURNING started_at, COALESCE(state, ''), until", (mlist.address, key, subject, at, at)).fetchone()
     if post.message_id and key != post.message_id and not post.references and not post.in_reply_to:
         # joined by its subject: replies to it name it, not the thread's first message
         conn.execute("INSERT OR IGNORE INTO thread_alias (list, message_id, thread) VALUES (?, ?, ?)",
                      (mlist.address, post.message_id, key))
     if not (mlist.cool_posts_per_hour or mlist.cool_conduct_matches) or mlist.news_server is not None:
         return
-    if state_of(conn, mlist.address, key, at).state:
-        return
+    if state == "locked" or (state == "cooling" and until is not None and until > at):
+        return   # cooling or locked already
+    if started == at and min(t for t in (mlist.cool_posts_per_hour, mlist.cool_conduct_matches) if t) > 1:
+        return   # the thread's first post: one post cannot make it hot (the usual case, kept cheap)
     heat = heat_of(conn, mlist, key, at, before=False)
     if heat.percent < 100:
         return
