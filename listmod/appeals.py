@@ -77,8 +77,9 @@ def decide_appeal(conn: sqlite3.Connection, secret: bytes, config, mlist: ListCo
                       actor=actor, source=f"appeal AP{appeal_id}", at=at, tell=False)
         what = "The sanction is lifted."
     subject = record.subject if record else ""
-    body = (f"Your appeal to the moderators of {mlist.address} ({f'about: {subject}' if subject else kind}) "
-            f"was {'granted' if granted else 'denied'} by a moderator who did not make the first decision.\n\n"
+    body = (textwrap.fill(f"Your appeal to the moderators of {mlist.address} "
+                          f"({f'about: {subject}' if subject else kind}) was {'granted' if granted else 'denied'} "
+                          "by a moderator who did not make the first decision.", 72) + "\n\n"
             + (f"{what}\n\n" if what else "")
             + (f"Their words:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n" if reason else "")
             + f"Your appeal said:\n\n{textwrap.indent(textwrap.fill(text or '(nothing more)', 72), '    ')}\n")

@@ -785,6 +785,10 @@ def read_config(path: Path) -> Config:
             for e in resolved:
                 if not e.file.is_file():
                     r.problem("list", i, ("scheduled",), f"scheduled file {str(e.file)!r} does not exist")
+        notice = lists[-1].mediation_notice
+        if notice is not None and not notice.is_file():
+            r.problem("list", i, ("mediation_notice",), f"mediation_notice {str(notice)!r} does not exist; write "
+                      "the notice's text there, or remove mediation_notice")
         _check_news(r, i, item, lists[-1])
         _check_dkim(r, i, lists[-1])
     if not lists and not r.problems:

@@ -105,20 +105,25 @@ def bundle(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, post_id: 
 
 
 def original_of(data: bytes) -> bytes:
-    """The original as a bundle carries it (the inverse of bundle(), for checking one)."""
+    """The original as a bundle carries it (the inverse of bundle(), for checking one). A bundle
+    saved with LF line ends (a Maildir, most mail clients) gives the original back with its CRLF
+    line ends, as it was received over SMTP and hashed: the original part is only ever one whose
+    lines all end in CRLF (anything else travels as base64, untouched)."""
     import base64
     import email
     import email.policy
+    crlf = b"\r\n" in data
+    eol = b"\r\n" if crlf else b"\n"
     msg = email.message_from_bytes(data, policy=email.policy.compat32)
     boundary = (msg.get_boundary() or "").encode()
     for part in data.split(b"--" + boundary)[1:]:
-        head, _, content = part.partition(b"\r\n\r\n")
+        head, _, content = part.partition(eol + eol)
         if b'filename="original.eml"' not in head:
             continue
-        content = content[:-2] if content.endswith(b"\r\n") else content   # the CRLF before the delimiter
+        content = content[:-len(eol)] if content.endswith(eol) else content   # the line end before the delimiter
         if b"base64" in head:
             return base64.b64decode(content)
-        return content
+        return content if crlf else crlf_lines(content)
     raise ValueError("the bundle carries no original.eml")
 
 

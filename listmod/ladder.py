@@ -200,8 +200,9 @@ def _step_notice(conn: sqlite3.Connection, secret: bytes, config: Config, mlist:
     body = (f"This is {_MEANS[step]} on {mlist.address}: step {LADDER.index(step) + 1} of 4 "
             f"({', '.join(LADDER)}).\n\nWhy:\n\n{textwrap.indent(textwrap.fill(reason, 72), '    ')}\n\n"
             f"{end}\n\nBefore this: " + ("\n" + "\n".join(f"    {b}" for b in before) if before else "nothing.")
-            + f"\n{guidelines}\nIf you think this is wrong, reply to this message with the word `appeal` and\n"
-            "your reasons on the same line: a moderator who did not decide it will look at it again.\n"
+            + f"\n{guidelines}\nIf you think this is wrong, reply to this message with the word\n"
+            "`appeal` and your reasons on the same line: a moderator who did not\n"
+            "decide it will look at it again.\n"
             f"To write to the list owner, use {mlist.owner_alias}.\n")
     _mail(conn, mlist, address, f"{step.capitalize()} on {mlist.address}", body, config.server.hostname, at,
           config.server.held_notices_per_hour, limited=False, message_id=notice_id)

@@ -47,8 +47,9 @@ def rejection_notice(mlist: ListConfig, post: PostRecord, reason: str, hostname:
         f"Subject: {post.subject or '(no subject)'}\n\n"
         f"Reason given:\n\n{textwrap.indent(wrapped, '    ')}\n\n"
         f"Nothing was {'posted to the newsgroup' if mlist.newsgroups else 'sent to the list'}.\n\n"
-        + ("If you think this was a mistake, reply to this message with the word `appeal` and your\n"
-           "reasons on the same line: a moderator who did not decide it will look at it again.\n"
+        + ("If you think this was a mistake, reply to this message with the word\n"
+           "`appeal` and your reasons on the same line: a moderator who did not\n"
+           "decide it will look at it again.\n"
            if message_id else "")
         + f"To write to the list owner, use {mlist.owner_alias}.\n",
         subject=post.subject or "(no subject)", reason=reason, address=post.sender)

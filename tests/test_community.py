@@ -102,6 +102,7 @@ def test_the_escalation_contact_gets_the_evidence_and_decides_by_reply(sink, mak
     # the original byte for byte, its hash, the audit records and the chain head
     original = original_of(data)
     assert original == raw
+    assert original_of(data.replace(b"\r\n", b"\n")) == raw   # as a Maildir or a mail client saves it
     sha = hashlib.sha256(raw).hexdigest()
     text = text_of(evidence.message)
     assert f"SHA-256:   {sha}" in text and "threats-or-doxxing" in text
