@@ -62,19 +62,26 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
-    from .cli import CommandError, _open_store
-    from .evidence import bundle
+def _post_and_list(conn, config: Config, ident: str):
+    """The post an id names and its list, or a one-line CommandError."""
+    from .cli import CommandError
     from .posts import PostNotFound, find_post
-    store = _open_store(config)
-    conn = store.connect()
     try:
-        post = find_post(conn, args.id)
+        post = find_post(conn, ident)
     except PostNotFound as err:
         raise CommandError(str(err)) from None
     mlist = config.list_for(post.list)
     if mlist is None:
         raise CommandError(f"post {post.label} belongs to {post.list}, which is no longer configured")
+    return post, mlist
+
+
+def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
+    from .cli import _open_store
+    from .evidence import bundle
+    store = _open_store(config)
+    conn = store.connect()
+    post, mlist = _post_and_list(conn, config, args.id)
     data = bundle(conn, store.secret, mlist, post.id, config.server.hostname, note=args.note or "")
     if args.out:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -87,19 +94,12 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_thread(args: argparse.Namespace, config: Config) -> int:
-    from .cli import CommandError, _duration, _open_store
-    from .posts import PostNotFound, find_post
+    from .cli import _duration, _open_store
     from .threads import set_state
     store = _open_store(config)
     user = os.environ.get("USER") or "admin"
     with store.transaction() as conn:
-        try:
-            post = find_post(conn, args.id)
-        except PostNotFound as err:
-            raise CommandError(str(err)) from None
-        mlist = config.list_for(post.list)
-        if mlist is None:
-            raise CommandError(f"post {post.label} belongs to {post.list}, which is no longer configured")
+        post, mlist = _post_and_list(conn, config, args.id)
         key = conn.execute("SELECT COALESCE(thread, '') FROM posts WHERE id = ?", (post.id,)).fetchone()[0] \
             or post.message_id
         now = time.time()

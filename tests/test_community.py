@@ -88,6 +88,11 @@ def test_a_moderator_locks_and_unlocks_a_thread_by_mail(sink, make_daemon):
     wait_until(lambda: audit_actions(d, "thread-unlocked"), what="the unlock")
     d.send("alice@example.org", LIST, reply_to("alice@example.org", "Licensing question", root, "<l3@t>"))
     wait_until(lambda: len(sink.copies_for("<l3@t>")) == len(MEMBERS), what="delivery after the unlock")
+    # and from the command line, by any post of the thread
+    assert "locked" in d.cli("thread", "lock", pid.split("-")[0], "--reason", "enough").stdout
+    assert audit_actions(d, "thread-locked")[-1]["actor"].startswith("admin:")
+    d.send("bob@example.org", LIST, reply_to("bob@example.org", "Licensing question", root, "<l4@t>"))
+    assert {q["message_id"]: q["rule"] for q in d.cli_json("queue")}["<l4@t>"] == "thread-locked"
 
 
 THREAT = "I know where you live and you will regret this."
