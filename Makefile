@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint check clean
+.PHONY: run test test-fast chaos soak bench peers lint check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "listmod needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -26,6 +26,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	bash .ci/install-servers
 	$(BIN)/python -m pytest -q -m 'not slow'
+
+## chaos: the long chaos run (20 kills across the phases, outages, a full disk); one summary per promise
+##        with its seed (LISTMOD_CHAOS_SEED=N repeats a run); `make test` runs the short version
+chaos: $(STAMP)
+	bash .ci/install-servers
+	LISTMOD_CHAOS=long LISTMOD_CHAOS_LOG=$(CURDIR)/var/chaos.log $(BIN)/python -m pytest -q -s tests/chaos
 
 ## bench: the benchmarks in benchmarks/ (not part of the tests)
 bench: $(STAMP)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import audit, tokens
 from .config import ListConfig
 from .notices import new_notice
-from .posts import enqueue_copies, enqueue_notice, find_post
+from .posts import enqueue_copies, enqueue_notice, post_by_id
 
 
 def appealable(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, post: int | None, address: str,
@@ -54,7 +54,7 @@ def decide_appeal(conn: sqlite3.Connection, secret: bytes, config, mlist: ListCo
         "WHERE a.id = ?", (appeal_id,)).fetchone()
     conn.execute("UPDATE appeals SET state = ?, decided_by = ?, decided_at = ?, outcome = ? WHERE id = ?",
                  ("granted" if granted else "denied", actor, at, reason, appeal_id))
-    record = find_post(conn, str(post_id)) if post_id else None
+    record = post_by_id(conn, post_id) if post_id else None
     template = f"The appeal AP{appeal_id} was {'granted' if granted else 'denied'}."
     audit.append(conn, secret, list=mlist.address, post=post_id, message_id=record.message_id if record else "",
                  sha256="", sender=address, action="appeal-granted" if granted else "appeal-denied",
@@ -102,7 +102,7 @@ def digest_lines(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, at:
         cid = tokens.command_id(f"AP{a.id}", tokens.appeal_token(secret, mlist.address, a.id))
         label = ""
         if a.post:
-            post = find_post(conn, str(a.post))
+            post = post_by_id(conn, a.post)
             label = f" of {post.label} ({textwrap.shorten(post.subject or '(no subject)', 40, placeholder='...')})"
         who = a.decided_by.partition(":")[2] or a.decided_by
         lines += [f"  AP{a.id}  {a.address} appeals the {a.kind}{label}",

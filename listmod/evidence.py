@@ -15,7 +15,7 @@ import time
 from . import audit, tokens
 from .config import ListConfig
 from .message import printable
-from .posts import PostNotFound, enqueue_notice, find_post
+from .posts import PostNotFound, enqueue_notice, post_by_id
 from .rawmail import crlf_lines
 
 
@@ -28,7 +28,7 @@ def bundle(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, post_id: 
     """The evidence message for one post, as bytes (CRLF). `note`: a moderator's words for the contact
     (else the notes of earlier escalations, from the trail)."""
     at = time.time() if at is None else at
-    post = find_post(conn, str(post_id))
+    post = post_by_id(conn, post_id)
     row = conn.execute("SELECT received_at, envelope_from, peer, sha256, size, raw FROM messages WHERE id = ?",
                        (post.message,)).fetchone()
     if row is None:

@@ -232,8 +232,17 @@ class AlreadyDecided(Exception):
                          "nothing changed")
 
 
+def post_by_id(conn: sqlite3.Connection, post_id: int) -> PostRecord:
+    """A post by its number. Code that holds a number uses this, never find_post: a short id may be
+    all digits ("8498"), so another post's short id can look like this post's number."""
+    row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE id = ?", (post_id,)).fetchone()
+    if row is None:
+        raise PostNotFound(f"no post number {post_id}")
+    return PostRecord(*row)
+
+
 def find_post(conn: sqlite3.Connection, ident: str) -> PostRecord:
-    """A post by its short id (case-insensitive) or its number."""
+    """A post as a person names it: by its short id (case-insensitive), else by its number."""
     ident = ident.strip()
     row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE short_id = ?",
                        (ident.upper(),)).fetchone()
@@ -265,7 +274,7 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     """A person's decision on a held post: update it, audit it, deliver or notify as it requires.
     `template`: the reason before people's data was filled in (FREE_TEXT: the person's own words)."""
     at = time.time() if at is None else at
-    current = find_post(conn, str(record.id))
+    current = post_by_id(conn, record.id)
     if current.state != PostState.HELD:
         raise AlreadyDecided(current)
     mlist = config.list_for(current.list)
@@ -284,7 +293,7 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
     if category == "subscription":   # a request to join a moderated list, not a post to deliver
         from .subscriptions import decided_request
         decided_request(conn, secret, config, mlist, current, state, reason, actor, at)
-        return find_post(conn, str(current.id))
+        return post_by_id(conn, current.id)
     if state == PostState.ACCEPTED and current.sender:
         note_level(conn, secret, config, mlist, current.sender, at)
     elif state == PostState.REJECTED and category == "conduct":
@@ -304,14 +313,14 @@ def decide_held(conn: sqlite3.Connection, secret: bytes, config: Config, record:
                                config.server.hostname)
         enqueue_notice(conn, current.id, mlist, current.sender,
                        rejection_notice(mlist, current, reason, config.server.hostname, notice_id), at)
-    return find_post(conn, str(current.id))
+    return post_by_id(conn, current.id)
 
 
 def article_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_id: int, detail: str,
                    at: float) -> None:
     """An approved article the news server refused for good (or never took): audited, and the
     poster and the owner (the moderators when there is no owner) told why."""
-    record = find_post(conn, str(post_id))
+    record = post_by_id(conn, post_id)
     mlist = config.list_for(record.list)
     if mlist is None:
         return

@@ -263,6 +263,9 @@ class Inn:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 if (self.dir / "run/control").exists():
+                    # as rc.news does at boot: articles nnrpd spooled while innd was going or gone
+                    # (answered 240 all the same) are fed to innd now
+                    self._run("rnews", "-U", check=False)
                     return
             except OSError:
                 pass

@@ -171,6 +171,27 @@ def test_approve_all_takes_its_authority_from_the_digest_token_on_the_line(sink,
     assert [q["message_id"] for q in d.cli_json("queue")] == [third]
 
 
+def test_approve_all_decides_the_posts_it_lists_when_a_short_id_is_all_digits(sink, make_daemon):
+    """Found by the chaos run: short ids may be all digits ("8498"), and `approve all` looked each
+    listed post up by a text that was tried as a short id first, so the post numbered 8498 was
+    taken for the post whose short id is 8498 and was passed by, still held."""
+    d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
+    first = hold(d, "one")
+    conn = d.db()
+    first_number = conn.execute("SELECT id FROM posts WHERE message_id = ?", (first,)).fetchone()[0]
+    second = hold(d, "two", sender="other@example.net")
+    second_number = conn.execute("SELECT id FROM posts WHERE message_id = ?", (second,)).fetchone()[0]
+    # the first post's short id reads as the second post's number (ids are written at intake)
+    with conn:
+        conn.execute("UPDATE posts SET short_id = ? WHERE id = ?", (str(second_number), first_number))
+    digest = wait_until(lambda: [g for g in digests(d) if "2 post(s)" in summary(g)], 20,
+                        "a digest listing both posts")[-1]
+    d.send("mod@example.org", MODERATION, reply("mod@example.org", all_command(digest), digest))
+    for mid in (first, second):
+        wait_until(lambda: len(sink.copies_for(mid)) == len(MEMBERS), what=f"delivery of {mid}")
+    assert d.cli_json("queue") == []
+
+
 def test_the_next_digest_says_what_was_decided_and_by_whom(sink, make_daemon):
     d = make_daemon(sink, moderators=MODS, list_extra='digest_every = "1s"\n')
     hold(d, "first")

@@ -29,7 +29,7 @@ from ..config import Config, ListConfig
 from ..kinds import OutboxKind
 from ..notices import undelivered_notice
 from ..oplog import event, who
-from ..posts import article_failed, enqueue_notice, find_post
+from ..posts import article_failed, enqueue_notice, post_by_id
 from ..rawmail import crlf_lines, split_message
 from ..store import GroupWriter, Store, StoreError, immediate
 from ..supervise import QuietLog
@@ -403,7 +403,7 @@ def copies_failed(conn: sqlite3.Connection, secret: bytes, config: Config, post_
                   failed: list[Outcome], at: float) -> None:
     """Copies of a post that will not be delivered: one audit record, and the owner (the
     moderators when there is none) told with the server's words."""
-    record = find_post(conn, str(post_id))
+    record = post_by_id(conn, post_id)
     mlist = config.list_for(record.list)
     if mlist is None:
         return

@@ -23,6 +23,7 @@ from ..posts import (
     find_post,
     is_escalated,
     may_notify,
+    post_by_id,
 )
 from ..rules.context import dkim_pass_domains
 from .commands import COMMANDS, REGISTRY, Receipt, Result, Step, add_member_note, person, refuse, shown
@@ -133,7 +134,7 @@ def apply_reply(conn: sqlite3.Connection, secret: bytes, config: Config, raw: by
                        None)
                 continue
             for pid in sorted(found[1]):
-                post = find_post(conn, str(pid))
+                post = post_by_id(conn, pid)
                 if post.state == "held" and is_escalated(conn, post.id):
                     receipt.results.append(Result(cmd.line, False, f"{post.short_id} is escalated (a legal "
                                                   "hold): decide it on a line of its own that names it", post.list))
@@ -303,7 +304,7 @@ def expire_held(conn: sqlite3.Connection, secret: bytes, config: Config, at: flo
         rows = conn.execute("SELECT id FROM posts WHERE list = ? AND state = 'held' AND created_at < ? "
                             "AND COALESCE(escalated, 0) = 0", (mlist.address, at - mlist.expire_after)).fetchall()
         for (pid,) in rows:
-            post = find_post(conn, str(pid))
+            post = post_by_id(conn, pid)
             action = mlist.expire_action if mlist.expire_action != "hold" else "reject"
             template = {"reject": f"No moderator of {{list}} reviewed the post within "
                                   f"{int(mlist.expire_after // 3600) or 1} hour(s), so it was not distributed.",

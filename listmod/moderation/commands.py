@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .. import audit, tokens
 from ..config import Config, ListConfig
 from ..ladder import leaders, level_of, lift_sanction, set_sanction, set_trust
-from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, find_post, is_escalated
+from ..posts import AlreadyDecided, PostNotFound, PostRecord, decide_held, is_escalated, post_by_id
 from ..tomlfile import parse_duration
 
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ def withdraw(step: Step, post: PostRecord | None) -> None:
         if found is None:
             continue
         try:
-            post = find_post(step.conn, str(found[0]))
+            post = post_by_id(step.conn, found[0])
         except PostNotFound:
             continue
         if not tokens.check(tokens.poster_token(step.secret, post.list, post.id), found[1]):
