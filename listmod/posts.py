@@ -62,7 +62,7 @@ class PostRecord:
         return self.short_id or str(self.id)
 
 
-_POST_COLUMNS = ("id, list, short_id, state, action, rule, source, actor, reason, sender, subject, "
+POST_COLUMNS = ("id, list, short_id, state, action, rule, source, actor, reason, sender, subject, "
                  "message_id, created_at, decided_at, message")
 
 
@@ -235,7 +235,7 @@ class AlreadyDecided(Exception):
 def post_by_id(conn: sqlite3.Connection, post_id: int) -> PostRecord:
     """A post by its number. Code that holds a number uses this, never find_post: a short id may be
     all digits ("8498"), so another post's short id can look like this post's number."""
-    row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE id = ?", (post_id,)).fetchone()
+    row = conn.execute(f"SELECT {POST_COLUMNS} FROM posts WHERE id = ?", (post_id,)).fetchone()
     if row is None:
         raise PostNotFound(f"no post number {post_id}")
     return PostRecord(*row)
@@ -244,10 +244,10 @@ def post_by_id(conn: sqlite3.Connection, post_id: int) -> PostRecord:
 def find_post(conn: sqlite3.Connection, ident: str) -> PostRecord:
     """A post as a person names it: by its short id (case-insensitive), else by its number."""
     ident = ident.strip()
-    row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE short_id = ?",
+    row = conn.execute(f"SELECT {POST_COLUMNS} FROM posts WHERE short_id = ?",
                        (ident.upper(),)).fetchone()
     if row is None and ident.isascii() and ident.isdigit():  # "²".isdigit() is True too
-        row = conn.execute(f"SELECT {_POST_COLUMNS} FROM posts WHERE id = ?", (int(ident),)).fetchone()
+        row = conn.execute(f"SELECT {POST_COLUMNS} FROM posts WHERE id = ?", (int(ident),)).fetchone()
     if row is None:
         raise PostNotFound(f"no post with id {ident!r}; `listmod queue` lists the held posts")
     return PostRecord(*row)
@@ -260,7 +260,7 @@ def is_escalated(conn: sqlite3.Connection, post_id: int) -> bool:
 
 
 def held_posts(conn: sqlite3.Connection, list_address: str | None = None) -> list[PostRecord]:
-    sql = f"SELECT {_POST_COLUMNS} FROM posts WHERE state = 'held'"
+    sql = f"SELECT {POST_COLUMNS} FROM posts WHERE state = 'held'"
     args: tuple = ()
     if list_address:
         sql += " AND list = ?"

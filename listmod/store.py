@@ -40,7 +40,7 @@ def _import_sqlite_utils():
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 18
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -51,7 +51,8 @@ SCHEMA_VERSION = 17
 # (a member's delivery options); 11 posts.hold_released (when the owner let an escalated post go
 # from its legal hold); 12 posts.verified (the poster may be told what became of the post);
 # 17 threads and thread_alias (mediation), posts.claimed_by/claimed_at, member_notes, appealable and
-# appeals, scheduled_runs, digests.health (the week's health summary went out with it)
+# appeals, scheduled_runs, digests.health (the week's health summary went out with it); 18 a
+# partial index of each sender's accepted posts (trust levels read it for every post judged)
 KEY_LENGTH = 32
 
 
@@ -266,6 +267,10 @@ def _schema(db: sqlite_utils.Database) -> None:
     db.table("posts").create_index(["message"], if_not_exists=True)
     db.table("posts").create_index(["list", "sender", "created_at"], if_not_exists=True)
     db.table("posts").create_index(["list", "thread", "created_at"], if_not_exists=True)
+    # a sender's accepted posts (trust levels, for every post judged): without it a sender with
+    # thousands of held posts made each of their next posts scan them all
+    db.execute("CREATE INDEX IF NOT EXISTS idx_posts_accepted_by_sender ON posts (list, sender, created_at) "
+               "WHERE state = 'accepted'")
     db.table("outbox").create_index(["state", "next_attempt"], if_not_exists=True)
     db.table("outbox").create_index(["post"], if_not_exists=True)
     db.table("audit").create_index(["post"], if_not_exists=True)

@@ -354,8 +354,13 @@ def test_digests_wait_for_their_interval_unless_escalated_or_the_queue_is_long(t
     assert digest_due(conn, mlist, now + 60)                 # an escalation: at once
     with store.transaction() as c:
         record_digest(c, build_digest(c, b"k" * 32, mlist, "h", now + 60), now + 60)
-    held(4)
-    assert not digest_due(conn, mlist, now + 120)
-    held(5)                                                  # 5 held now: digest_max_items reached
+    for n in range(4, 8):
+        held(n)
+    assert not digest_due(conn, mlist, now + 120)            # 7 held, but only 4 no digest showed
+    held(8)                                                  # 5 new: a full digest's worth waits
     assert digest_due(conn, mlist, now + 120)
+    with store.transaction() as c:
+        record_digest(c, build_digest(c, b"k" * 32, mlist, "h", now + 120), now + 120)
+    held(9)                                                  # a long queue alone sends nothing
+    assert not digest_due(conn, mlist, now + 180)
     assert digest_due(conn, mlist, now + 120 + 3600)         # and any new post after the interval

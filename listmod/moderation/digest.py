@@ -21,7 +21,7 @@ from .. import appeals, audit, tokens
 from ..config import Config, ListConfig
 from ..ladder import leaders
 from ..message import printable
-from ..posts import PostRecord, enqueue_notice, held_posts
+from ..posts import POST_COLUMNS, PostRecord, enqueue_notice
 from ..rawmail import crlf_lines
 from ..stats import WEEK, weekly_summary
 from ..store import insert
@@ -91,39 +91,59 @@ class _Shown:
     attach: bool
 
 
-def _select(conn: sqlite3.Connection, mlist: ListConfig,
-            held: list[PostRecord]) -> tuple[list[_Shown], list[PostRecord], int, int]:
+@dataclass(frozen=True)
+class _Queue:
+    """What a digest lists of a list's held posts, read with bounded queries: a queue of ten
+    thousand costs the digest about what a queue of fifty does."""
+    shown: list[_Shown]        # new posts (no digest showed them), escalated first, in full
+    older: list[PostRecord]    # shown by an earlier digest and still waiting, one line each
+    deferred: int              # new posts left for the next digest
+    unlisted: int              # older posts not listed for want of room
+    count: int                 # every held post of the list
+    oldest: float | None       # when the oldest of them arrived
+
+
+_P_COLUMNS = ", ".join(f"p.{c.strip()}" for c in POST_COLUMNS.split(","))
+_SEEN = "EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id)"
+
+
+def _select(conn: sqlite3.Connection, mlist: ListConfig) -> _Queue:
     """Which held posts a digest shows in full (new ones, escalated first, up to digest_max_items
     and digest_max_size; a post larger than the cap alone is described, not attached), which in
     one line (shown by an earlier digest and still waiting, in the places left under
     digest_max_items), how many new ones wait for the next digest, and how many older ones are
     not listed."""
-    ids = [p.id for p in held]
-    facts: dict[int, tuple] = {}
-    for chunk in range(0, len(ids), 500):
-        part = ids[chunk:chunk + 500]
-        marks = ",".join("?" * len(part))
-        facts.update({pid: (size, excerpt or "", bool(parsed if parsed is not None else 1), bool(esc), bool(seen))
-                      for pid, size, excerpt, parsed, esc, seen in conn.execute(
-                          f"SELECT p.id, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0), "
-                          f"EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id) "
-                          f"FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN ({marks})", part)})
-    new = sorted((p for p in held if not facts[p.id][4]), key=lambda p: not facts[p.id][3])
-    older = [p for p in held if facts[p.id][4]]
+    count, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND state = 'held'",
+                                 (mlist.address,)).fetchone()
+    if not count:
+        return _Queue([], [], 0, 0, 0, None)
+    new_count, new_escalated = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(COALESCE(p.escalated, 0) != 0), 0) FROM posts p WHERE p.list = ? "
+        f"AND p.state = 'held' AND NOT {_SEEN}", (mlist.address,)).fetchone()
     shown: list[_Shown] = []
-    total, deferred = 0, 0
-    for post in new:
-        size, excerpt, parsed, escalated, _ = facts[post.id]
-        attach = size <= mlist.digest_max_size
-        full = len(shown) >= mlist.digest_max_items or (attach and shown and total + size > mlist.digest_max_size)
-        if not escalated and full:
-            deferred += 1
-            continue
-        total += size if attach else 0
-        shown.append(_Shown(post, size, excerpt, parsed, escalated, attach))
+    total = 0
+    if new_count:
+        # every escalated post goes out at once; of the others, at most digest_max_items
+        for row in conn.execute(
+                f"SELECT {_P_COLUMNS}, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0) FROM posts p "
+                f"JOIN messages m ON m.id = p.message WHERE p.list = ? AND p.state = 'held' AND NOT {_SEEN} "
+                f"ORDER BY COALESCE(p.escalated, 0) != 0 DESC, p.created_at, p.id LIMIT ?",
+                (mlist.address, new_escalated + mlist.digest_max_items)):
+            post = PostRecord(*row[:-4])
+            size, excerpt, parsed, escalated = row[-4], row[-3] or "", row[-2], bool(row[-1])
+            attach = size <= mlist.digest_max_size
+            full = len(shown) >= mlist.digest_max_items or (attach and shown and total + size > mlist.digest_max_size)
+            if not escalated and full:
+                continue
+            total += size if attach else 0
+            shown.append(_Shown(post, size, excerpt, bool(parsed if parsed is not None else 1), escalated, attach))
     room = max(mlist.digest_max_items - len(shown), 0)
-    older.sort(key=lambda p: not facts[p.id][3])   # escalated ones first
-    return shown, older[:room], deferred, max(len(older) - room, 0)
+    older_count = count - new_count
+    older = [PostRecord(*row) for row in conn.execute(
+        f"SELECT {_P_COLUMNS} FROM posts p WHERE p.list = ? AND p.state = 'held' AND {_SEEN} "
+        f"ORDER BY COALESCE(p.escalated, 0) != 0 DESC, p.created_at, p.id LIMIT ?",
+        (mlist.address, room))] if older_count and room else []
+    return _Queue(shown, older, new_count - len(shown), older_count - len(older), count, oldest)
 
 
 def _width(text: str) -> int:
@@ -170,11 +190,11 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     fit an 80x24 screen), then what was decided, threads cooling down, appeals, then each post in
     full with the lines to reply with."""
     at = time.time() if at is None else at
-    held = held_posts(conn, mlist.address)
+    queue = _select(conn, mlist)
     appeal_lines = appeals.digest_lines(conn, secret, mlist, at)
-    if not held and not appeal_lines:
+    if not queue.count and not appeal_lines:
         return None
-    shown, older, deferred, unlisted = _select(conn, mlist, held) if held else ([], [], 0, 0)
+    shown, older, deferred, unlisted = queue.shown, queue.older, queue.deferred, queue.unlisted
     last = conn.execute("SELECT MAX(sent_at) FROM digests WHERE list = ?", (mlist.address,)).fetchone()[0]
     decided = decided_since(conn, mlist, last or 0.0)
     message_id = digest_message_id(secret, mlist, at, hostname)
@@ -185,10 +205,10 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
                                                                         post.short_id or ""))
     listed = [i.post for i in shown] + older
     context = _post_context(conn, mlist, listed, at)
-    oldest = max((at - p.created_at for p in held), default=0.0)
+    oldest = at - queue.oldest if queue.oldest is not None else 0.0
     appealed = len(appeals.open_appeals(conn, mlist.address)) if appeal_lines else 0
-    lines = [f"{len(held)} post(s) to {mlist.address} await moderation (the oldest for {format_duration(oldest)})"
-             + (f"; {appealed} appeal(s)" if appealed else "") + ":"] if held else \
+    lines = [f"{queue.count} post(s) to {mlist.address} await moderation (the oldest for {format_duration(oldest)})"
+             + (f"; {appealed} appeal(s)" if appealed else "") + ":"] if queue.count else \
         [f"{appealed} appeal(s) for {mlist.address}:", ""]
     for n, post in enumerate(listed, start=1):
         lines.append(summary_line(n, post, at, context[post.id].marks))
@@ -241,7 +261,7 @@ def build_digest(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, hos
     raws = dict(conn.execute(
         f"SELECT p.id, m.raw FROM posts p JOIN messages m ON m.id = p.message WHERE p.id IN "
         f"({','.join('?' * len(attached))})", [i.post.id for i in attached])) if attached else {}
-    data = _assemble(mlist, message_id, at, len(held), "\n".join(lines), audit.head_header(conn),
+    data = _assemble(mlist, message_id, at, queue.count, "\n".join(lines), audit.head_header(conn),
                      [(i.post, raws.get(i.post.id, b""), i.parsed) for i in attached])
     return Digest(mlist.address, message_id, tuple(listed), data, deferred)
 
@@ -406,8 +426,10 @@ def make_digest(conn: sqlite3.Connection, secret: bytes, config: Config, mlist: 
 
 def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
     """A digest is due when something is held that no digest showed yet and either the interval
-    has passed, the queue is long, or a post was escalated; or when reminders are due. After a
-    digest that reached its size limit, the rest wait for the interval (escalations do not)."""
+    has passed, a full digest's worth (digest_max_items) of such posts waits, or a post was
+    escalated; or when reminders are due. After a digest that reached its size limit, the rest wait
+    for the interval (escalations do not). Counting only the posts no digest showed keeps a long
+    queue from sending a digest for every post that joins it."""
     last, deferred = conn.execute("SELECT sent_at, COALESCE(deferred, 0) FROM digests WHERE list = ? "
                                   "ORDER BY sent_at DESC LIMIT 1", (mlist.address,)).fetchone() or (None, 0)
     new = conn.execute(
@@ -419,7 +441,7 @@ def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
                     (mlist.address, last or 0.0)).fetchone():
         return True   # an appeal waits for a moderator who has not seen it
     interval_passed = last is None or at - last >= mlist.digest_every
-    long_queue = held[0] >= mlist.digest_max_items and not deferred
+    long_queue = new[0] >= mlist.digest_max_items and not deferred
     if new[0] and (interval_passed or long_queue or new[1]):
         return True
     return bool(held[0]) and interval_passed and held[1] is not None and at - held[1] > mlist.remind_after
