@@ -40,7 +40,7 @@ def _import_sqlite_utils():
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 18
+SCHEMA_VERSION = 19
 # What each version added: 2 threads/escalation/tags/context; 3 members, standing, people;
 # 4 replies, digests, imap_state; 5 inbox, notice_log, excerpts, digest_items; 6 the keyed audit
 # chain (template, reason_mac, evidence_mac, audit_seals; the old chain sealed, see audit.seal_legacy);
@@ -52,7 +52,8 @@ SCHEMA_VERSION = 18
 # from its legal hold); 12 posts.verified (the poster may be told what became of the post);
 # 17 threads and thread_alias (mediation), posts.claimed_by/claimed_at, member_notes, appealable and
 # appeals, scheduled_runs, digests.health (the week's health summary went out with it); 18 a
-# partial index of each sender's accepted posts (trust levels read it for every post judged)
+# partial index of each sender's accepted posts (trust levels read it for every post judged); 19
+# posts.digested (when a digest first listed it) and partial indexes of the held queue
 KEY_LENGTH = 32
 
 
@@ -183,6 +184,9 @@ def _schema(db: sqlite_utils.Database) -> None:
                          ("verified", int), ("category", str)):
         if column not in db.table("posts").columns_dict:  # version 1 stores had no such column
             db.table("posts").add_column(column, kind)
+    backfill_digested = "digested" not in db.table("posts").columns_dict
+    if backfill_digested:  # when a digest first listed the post (filled in below, once the digests exist)
+        db.table("posts").add_column("digested", float)
     db.table("members").create({"list": str, "address": str, "added_at": float},
                          pk=("list", "address"), if_not_exists=True)
     if "nomail" not in db.table("members").columns_dict:   # a member's options: no copies at all, and
@@ -271,6 +275,20 @@ def _schema(db: sqlite_utils.Database) -> None:
     # thousands of held posts made each of their next posts scan them all
     db.execute("CREATE INDEX IF NOT EXISTS idx_posts_accepted_by_sender ON posts (list, sender, created_at) "
                "WHERE state = 'accepted'")
+    if backfill_digested:
+        db.execute("UPDATE posts SET digested = (SELECT MIN(g.sent_at) FROM digest_items i JOIN digests g "
+                   "ON g.id = i.digest WHERE i.post = posts.id) WHERE id IN (SELECT post FROM digest_items)")
+    # the held queue, read by every digest: bounded reads however long it grows
+    db.execute("CREATE INDEX IF NOT EXISTS idx_posts_held ON posts (list, created_at) WHERE state = 'held'")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_posts_held_new ON posts (list, created_at) "
+               "WHERE state = 'held' AND digested IS NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_posts_held_escalated ON posts (list, created_at) "
+               "WHERE state = 'held' AND escalated = 1")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_threads_flagged ON threads (list, until) "
+               "WHERE state IN ('cooling', 'locked')")   # the digest's threads block
+    # what moderators decided since the last digest (only posts once held have a short id)
+    db.execute("CREATE INDEX IF NOT EXISTS idx_posts_decided_held ON posts (list, decided_at) "
+               "WHERE short_id IS NOT NULL")
     db.table("outbox").create_index(["state", "next_attempt"], if_not_exists=True)
     db.table("outbox").create_index(["post"], if_not_exists=True)
     db.table("audit").create_index(["post"], if_not_exists=True)

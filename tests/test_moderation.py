@@ -364,3 +364,48 @@ def test_digests_wait_for_their_interval_unless_escalated_or_the_queue_is_long(t
     held(9)                                                  # a long queue alone sends nothing
     assert not digest_due(conn, mlist, now + 180)
     assert digest_due(conn, mlist, now + 120 + 3600)         # and any new post after the interval
+
+
+def test_a_digest_reads_the_held_queue_through_its_indexes_however_long_it_is(tmp_path):
+    """Found by the soak: a digest read every held post and every post decided since the last one
+    (a store of 30,000 posts, 3,000 held: 120 ms a digest). Each of its reads now walks a partial
+    index as far as it takes; no statement of build_digest or digest_due scans posts or threads or
+    sorts them in a temporary tree."""
+    from listmod.config import ListConfig
+    from listmod.message import parse
+    from listmod.moderation.digest import build_digest, digest_due, record_digest
+    from listmod.posts import Judged, record_intake
+    from listmod.rules import Decision
+    from listmod.store import Store
+
+    store = Store(tmp_path / "db.sqlite3", b"k" * 32)
+    mlist = ListConfig(address=LIST, moderators=MODS, digest_max_items=5)
+    now = 1_000_000.0
+    with store.transaction() as conn:
+        for n in range(40):
+            raw = f"From: p{n}@example.net\r\nSubject: s{n}\r\nMessage-ID: <q{n}@t>\r\n\r\nx\r\n".encode()
+            action = "escalate" if n == 7 else "hold" if n % 2 else "accept"
+            record_intake(conn, b"k" * 32, raw=raw, envelope_from=f"p{n}@example.net", rcpt_tos=[LIST], peer="t",
+                          post=parse(raw, f"p{n}@example.net"),
+                          judged=[Judged(mlist, Decision(action, "r", "rule", "src", "rules"))], at=now + n)
+    with store.transaction() as conn:
+        first = build_digest(conn, b"k" * 32, mlist, "h", now + 100)
+        record_digest(conn, first, now + 100)
+    conn = store.connect()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    second = build_digest(conn, b"k" * 32, mlist, "h", now + 200)
+    digest_due(conn, mlist, now + 200)
+    conn.set_trace_callback(None)
+    # the escalated post first, then the longest waiting; posts the first digest showed are older
+    assert [p.id for p in first.posts][0] == 8 and len(first.posts) == 5   # the escalated one and 4 more
+    assert len(second.posts) == 5 and not {p.id for p in second.posts} & {p.id for p in first.posts}
+    checked = 0
+    for sql in statements:
+        if not sql.lstrip().upper().startswith("SELECT") or ("posts" not in sql and "threads" not in sql):
+            continue
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN posts" not in plan and "SCAN p " not in plan and not plan.startswith("SCAN p") \
+            and "SCAN threads" not in plan and "TEMP B-TREE" not in plan, f"{sql}\n  -> {plan}"
+        checked += 1
+    assert checked >= 6

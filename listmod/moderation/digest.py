@@ -104,7 +104,7 @@ class _Queue:
 
 
 _P_COLUMNS = ", ".join(f"p.{c.strip()}" for c in POST_COLUMNS.split(","))
-_SEEN = "EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id)"
+_HELD = "p.list = ? AND p.state = 'held'"
 
 
 def _select(conn: sqlite3.Connection, mlist: ListConfig) -> _Queue:
@@ -112,23 +112,30 @@ def _select(conn: sqlite3.Connection, mlist: ListConfig) -> _Queue:
     and digest_max_size; a post larger than the cap alone is described, not attached), which in
     one line (shown by an earlier digest and still waiting, in the places left under
     digest_max_items), how many new ones wait for the next digest, and how many older ones are
-    not listed."""
-    count, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND state = 'held'",
-                                 (mlist.address,)).fetchone()
+    not listed. Each read goes through a partial index of the held queue (posts.digested marks
+    the ones a digest listed), so none grows with the store or the queue but by a count."""
+    # counts from the partial indexes alone (INDEXED BY: the planner would pick the (state, list)
+    # index and read every held row)
+    count, oldest = conn.execute(f"SELECT COUNT(*), MIN(p.created_at) FROM posts p INDEXED BY idx_posts_held "
+                                 f"WHERE {_HELD}", (mlist.address,)).fetchone()
     if not count:
         return _Queue([], [], 0, 0, 0, None)
-    new_count, new_escalated = conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(COALESCE(p.escalated, 0) != 0), 0) FROM posts p WHERE p.list = ? "
-        f"AND p.state = 'held' AND NOT {_SEEN}", (mlist.address,)).fetchone()
+    new_count = conn.execute(f"SELECT COUNT(*) FROM posts p INDEXED BY idx_posts_held_new WHERE {_HELD} "
+                             f"AND p.digested IS NULL", (mlist.address,)).fetchone()[0]
+    new_escalated = conn.execute(f"SELECT COUNT(*) FROM posts p WHERE {_HELD} AND p.escalated = 1 "
+                                 f"AND p.digested IS NULL", (mlist.address,)).fetchone()[0] if new_count else 0
     shown: list[_Shown] = []
     total = 0
     if new_count:
-        # every escalated post goes out at once; of the others, at most digest_max_items
-        for row in conn.execute(
-                f"SELECT {_P_COLUMNS}, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0) FROM posts p "
-                f"JOIN messages m ON m.id = p.message WHERE p.list = ? AND p.state = 'held' AND NOT {_SEEN} "
-                f"ORDER BY COALESCE(p.escalated, 0) != 0 DESC, p.created_at, p.id LIMIT ?",
-                (mlist.address, new_escalated + mlist.digest_max_items)):
+        # every escalated post goes out at once; of the others, at most digest_max_items (the
+        # longest waiting first); each read walks its partial index only as far as it takes
+        columns = f"SELECT {_P_COLUMNS}, m.size, p.excerpt, p.parsed, COALESCE(p.escalated, 0) FROM posts p " \
+                  f"JOIN messages m ON m.id = p.message WHERE {_HELD} AND p.digested IS NULL"
+        rows = conn.execute(f"{columns} AND p.escalated = 1 ORDER BY p.created_at, p.id",
+                            (mlist.address,)).fetchall() if new_escalated else []
+        rows += conn.execute(f"{columns} AND COALESCE(p.escalated, 0) != 1 ORDER BY p.created_at, p.id LIMIT ?",
+                             (mlist.address, mlist.digest_max_items)).fetchall()
+        for row in rows:
             post = PostRecord(*row[:-4])
             size, excerpt, parsed, escalated = row[-4], row[-3] or "", row[-2], bool(row[-1])
             attach = size <= mlist.digest_max_size
@@ -139,10 +146,15 @@ def _select(conn: sqlite3.Connection, mlist: ListConfig) -> _Queue:
             shown.append(_Shown(post, size, excerpt, bool(parsed if parsed is not None else 1), escalated, attach))
     room = max(mlist.digest_max_items - len(shown), 0)
     older_count = count - new_count
-    older = [PostRecord(*row) for row in conn.execute(
-        f"SELECT {_P_COLUMNS} FROM posts p WHERE p.list = ? AND p.state = 'held' AND {_SEEN} "
-        f"ORDER BY COALESCE(p.escalated, 0) != 0 DESC, p.created_at, p.id LIMIT ?",
-        (mlist.address, room))] if older_count and room else []
+    older: list[PostRecord] = []
+    if older_count and room:   # escalated ones first, then the longest waiting
+        older = [PostRecord(*row) for row in conn.execute(
+            f"SELECT {_P_COLUMNS} FROM posts p WHERE {_HELD} AND p.escalated = 1 AND p.digested IS NOT NULL "
+            f"ORDER BY p.created_at, p.id LIMIT ?", (mlist.address, room))]
+        older += [PostRecord(*row) for row in conn.execute(
+            f"SELECT {_P_COLUMNS} FROM posts p WHERE {_HELD} AND p.digested IS NOT NULL "
+            f"AND COALESCE(p.escalated, 0) != 1 ORDER BY p.created_at, p.id LIMIT ?",
+            (mlist.address, room - len(older)))] if room > len(older) else []
     return _Queue(shown, older, new_count - len(shown), older_count - len(older), count, oldest)
 
 
@@ -312,8 +324,8 @@ def _thread_lines(conn: sqlite3.Connection, secret: bytes, mlist: ListConfig, at
     """The threads cooling down or locked now, with what ends them and, when a post of the thread
     is held, the lines to copy (a post's token is the authority over its thread)."""
     rows = conn.execute("SELECT key, COALESCE(subject, ''), state, until FROM threads WHERE list = ? AND "
-                        "(state = 'locked' OR (state = 'cooling' AND until > ?)) ORDER BY until", (mlist.address, at)
-                        ).fetchall()
+                        "state IN ('cooling', 'locked') AND (state = 'locked' OR until > ?) ORDER BY until",
+                        (mlist.address, at)).fetchall()
     if not rows:
         return []
     lines = [f"Threads cooling down or locked ({len(rows)}):"]
@@ -379,6 +391,8 @@ def record_digest(conn: sqlite3.Connection, digest: Digest, at: float) -> int:
                        (digest.list, digest.message_id, at, len(digest.posts), digest.deferred))
     conn.executemany("INSERT OR IGNORE INTO digest_items (digest, post) VALUES (?, ?)",
                      [(digest_id, p.id) for p in digest.posts])
+    conn.executemany("UPDATE posts SET digested = ? WHERE id = ? AND digested IS NULL",
+                     [(at, p.id) for p in digest.posts])
     return digest_id
 
 
@@ -433,8 +447,8 @@ def digest_due(conn: sqlite3.Connection, mlist: ListConfig, at: float) -> bool:
     last, deferred = conn.execute("SELECT sent_at, COALESCE(deferred, 0) FROM digests WHERE list = ? "
                                   "ORDER BY sent_at DESC LIMIT 1", (mlist.address,)).fetchone() or (None, 0)
     new = conn.execute(
-        "SELECT COUNT(*), COALESCE(MAX(escalated), 0) FROM posts p WHERE list = ? AND state = 'held' "
-        "AND NOT EXISTS (SELECT 1 FROM digest_items d WHERE d.post = p.id)", (mlist.address,)).fetchone()
+        "SELECT COUNT(*), COALESCE(MAX(escalated), 0) FROM posts WHERE list = ? AND state = 'held' "
+        "AND digested IS NULL", (mlist.address,)).fetchone()
     held = conn.execute("SELECT COUNT(*), MIN(created_at) FROM posts WHERE list = ? AND state = 'held'",
                         (mlist.address,)).fetchone()
     if conn.execute("SELECT 1 FROM appeals WHERE list = ? AND state = 'open' AND received_at > ? LIMIT 1",
