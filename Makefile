@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 ##        with its seed (LISTMOD_CHAOS_SEED=N repeats a run); `make test` runs the short version
 chaos: $(STAMP)
 	bash .ci/install-servers
+	@mkdir -p var
 	LISTMOD_CHAOS=long LISTMOD_CHAOS_LOG=$(CURDIR)/var/chaos.log $(BIN)/python -m pytest -q -s tests/chaos
 
 ## bench: the benchmarks in benchmarks/ (not part of the tests)
@@ -40,6 +41,15 @@ bench: $(STAMP)
 	bash .ci/install-servers
 	$(BIN)/python benchmarks/moderation.py
 	$(BIN)/python benchmarks/newsgroups.py
+
+## peers: listmod against the zero-cost limit, a bare LMTP server, Mailman 3 core and mlmmj (~15 min)
+peers: $(STAMP)
+	@mkdir -p var
+	$(BIN)/python benchmarks/peers.py --peers mailman3,mlmmj --out var/peers.json
+
+## soak: 100,000 posts with 10,000 held; memory, decide() and digest time must stay flat (~20 min)
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py
 
 ## lint: ruff and mypy, as configured in pyproject.toml
 lint: $(STAMP)

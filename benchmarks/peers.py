@@ -543,7 +543,7 @@ def run_mlmmj(m: int, args, work: Path) -> dict:
     spool.mkdir()
     sink = Sink(work)
     answers = "example.com\nowner@example.com\nen\n"
-    subprocess.run(["mlmmj-make-ml", "-L", "test", "-s", str(spool)], input=answers.encode(), check=True,
+    subprocess.run(["/usr/bin/mlmmj-make-ml", "-L", "test", "-s", str(spool)], input=answers.encode(), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     listdir = spool / "test"
     control = listdir / "control"
@@ -554,7 +554,7 @@ def run_mlmmj(m: int, args, work: Path) -> dict:
         (control / name).write_text(value + ("\n" if value and not value.endswith("\n") else ""))
     roster = members(args.members)
     for address in roster:
-        subprocess.run(["mlmmj-sub", "-L", str(listdir), "-a", address, "-f", "-q", "-s"], check=True,
+        subprocess.run(["/usr/bin/mlmmj-sub", "-L", str(listdir), "-a", address, "-f", "-q", "-s"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reaper = Reaper()
     reaper.start()
