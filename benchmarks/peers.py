@@ -187,9 +187,11 @@ class Sink:
 
 # --- the client ---
 
-def send_all(posts: list[tuple[str, list[str], bytes]], clients: int, connect) -> tuple[float, float, int]:
+def send_all(posts: list[tuple[str, list[str], bytes]], clients: int, connect,
+             times: list[float] | None = None) -> tuple[float, float, int]:
     """Sends every post from `clients` threads, each over one persistent connection made by
-    `connect()`; returns (start, time of the last 250, failures)."""
+    `connect()`; returns (start, time of the last 250, failures). `times`, when given, gets each
+    transaction's duration."""
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for p in posts:
         jobs.put(p)
@@ -205,6 +207,7 @@ def send_all(posts: list[tuple[str, list[str], bytes]], clients: int, connect) -
                     sender, rcpts, data = jobs.get_nowait()
                 except queue.Empty:
                     return
+                began = time.perf_counter()
                 try:
                     refused = conn.sendmail(sender, rcpts, data)
                     failed = bool(refused)
@@ -213,6 +216,8 @@ def send_all(posts: list[tuple[str, list[str], bytes]], clients: int, connect) -
                 with lock:
                     last[0] = time.perf_counter()
                     failures[0] += failed
+                    if times is not None:
+                        times.append(last[0] - began)
         finally:
             try:
                 conn.quit()
@@ -261,18 +266,28 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def pss_mib(pids: list[int]) -> float:
+def summed_kib(pids: list[int], path: str, field: str) -> float:
+    """The sum of one field (kB) of /proc/PID/<path> over `pids`, in MiB: Pss of smaps_rollup, VmRSS
+    of status."""
     total = 0
     for p in pids:
         try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
+            with open(f"/proc/{p}/{path}") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
                         break
         except OSError:
             pass
     return total / 1024
+
+
+def pss_mib(pids: list[int]) -> float:
+    return summed_kib(pids, "smaps_rollup", "Pss:")
+
+
+def rss_mib(pids: list[int]) -> float:
+    return summed_kib(pids, "status", "VmRSS:")
 
 
 class Sampler(threading.Thread):
@@ -335,18 +350,18 @@ def run_limit(m: int, args, work: Path) -> dict:
         sink.stop()
 
 
-def run_listmod(m: int, args, work: Path, mode: str) -> dict:
-    """mode: "deliver" (members post, every post fanned out), "held" (non-members: all held),
-    "personal" (personalize = true)."""
-    home = work / f"listmod-{mode}-{m}"
+def start_listmod(home: Path, sink: Sink, lmtp_port: int, members_: int, posters: list[str],
+                  list_extra: str = "") -> subprocess.Popen:
+    """`listmod serve` in `home` with its defaults: LMTP on `lmtp_port`, the starter rules less the
+    newcomers' flood rule (it would rightly hold a load generator's posts), one list of `members_`
+    members who get every post, and the `posters`, members with nomail (so each post goes to the
+    others and `not_metoo` changes nothing)."""
     home.mkdir()
-    sink = Sink(work)
-    lmtp_port, smtp_port = free_port(), free_port()
     shutil.copytree(ROOT / "rules", home / "rules", ignore=shutil.ignore_patterns("50-newcomers.toml"))
     config = home / "listmod.toml"
     config.write_text(textwrap.dedent(f"""
         [server]
-        smtp = "127.0.0.1:{smtp_port}"
+        smtp = ""
         lmtp = "127.0.0.1:{lmtp_port}"
         hostname = "bench.example.org"
         state_dir = "var"
@@ -356,19 +371,27 @@ def run_listmod(m: int, args, work: Path, mode: str) -> dict:
         port = {sink.port}
         [[list]]
         address = "{LIST}"
-        """) + ("personalize = true\n" if mode == "personal" else ""))
+        """) + list_extra)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "listmod"]
-    roster = members(args.members)
-    posters = [f"poster{i}@example.org" for i in range(4)]
-    subprocess.run(cmd + ["members", "add", LIST, *roster, *posters, "--config", str(config)], check=True, cwd=home,
-                   env=env, stdout=subprocess.DEVNULL)
-    # the posters are members who take no mail (nomail), so each post goes to the `members` others
+    subprocess.run(cmd + ["members", "add", LIST, *members(members_), *posters, "--config", str(config)],
+                   check=True, cwd=home, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(cmd + ["members", "options", LIST, *posters, "--nomail", "on", "--config", str(config)],
                    check=True, cwd=home, env=env, stdout=subprocess.DEVNULL)
-    senders = posters if mode != "held" else [f"stranger{i}@example.net" for i in range(4)]
-    proc = subprocess.Popen(cmd + ["serve", "--config", str(config)], cwd=home, env=env,
+    return subprocess.Popen(cmd + ["serve", "--config", str(config)], cwd=home, env=env,
                             stdout=open(home / "daemon.log", "wb"), stderr=subprocess.STDOUT)
+
+
+def run_listmod(m: int, args, work: Path, mode: str) -> dict:
+    """mode: "deliver" (members post, every post fanned out), "held" (non-members: all held),
+    "personal" (personalize = true)."""
+    home = work / f"listmod-{mode}-{m}"
+    sink = Sink(work)
+    lmtp_port = free_port()
+    posters = [f"poster{i}@example.org" for i in range(4)]
+    proc = start_listmod(home, sink, lmtp_port, args.members, posters,
+                         "personalize = true\n" if mode == "personal" else "")
+    senders = posters if mode != "held" else [f"stranger{i}@example.net" for i in range(4)]
     try:
         wait_port(lmtp_port, proc)
         send_all([(senders[i % 4], [LIST], post(i, "w", senders[i % 4], LIST)) for i in range(50)],

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -37,55 +36,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from peers import LIST, Sink, children, free_port, lmtp, members, post, pss_mib, wait_port  # noqa: E402
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
-def send_timed(batch, clients: int, port: int) -> tuple[float, list[float]]:
-    """Like peers.send_all, with each transaction's time; returns (elapsed, times)."""
-    import queue
-    jobs: queue.SimpleQueue = queue.SimpleQueue()
-    for item in batch:
-        jobs.put(item)
-    times: list[float] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        conn = lmtp(port)()
-        mine = []
-        try:
-            while True:
-                try:
-                    sender, rcpts, data = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                t = time.perf_counter()
-                conn.sendmail(sender, rcpts, data)
-                mine.append(time.perf_counter() - t)
-        finally:
-            conn.quit()
-            with lock:
-                times.extend(mine)
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, times
+from peers import LIST, Sink, children, free_port, lmtp, post, pss_mib, rss_mib, send_all, start_listmod, wait_port  # noqa: E402
 
 
 def probe(home: Path, config_path: Path) -> tuple[float, float]:
@@ -136,32 +87,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="listmod-soak-"))
     sink = Sink(work)
     home = work / "listmod"
-    home.mkdir()
     lmtp_port = free_port()
-    shutil.copytree(ROOT / "rules", home / "rules", ignore=shutil.ignore_patterns("50-newcomers.toml"))
-    config = home / "listmod.toml"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        lmtp = "127.0.0.1:{lmtp_port}"
-        smtp = ""
-        hostname = "soak.example.org"
-        state_dir = "var"
-        rules_dir = "rules"
-        [outbound]
-        host = "127.0.0.1"
-        port = {sink.port}
-        [[list]]
-        address = "{LIST}"
-        """))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "listmod"]
     posters = [f"poster{i}@example.org" for i in range(8)]
-    subprocess.run(cmd + ["members", "add", LIST, *members(args.members), *posters, "--config", str(config)],
-                   check=True, cwd=home, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(cmd + ["members", "options", LIST, *posters, "--nomail", "on", "--config", str(config)],
-                   check=True, cwd=home, env=env, stdout=subprocess.DEVNULL)
-    proc = subprocess.Popen(cmd + ["serve", "--config", str(config)], cwd=home, env=env,
-                            stdout=open(home / "daemon.log", "wb"), stderr=subprocess.STDOUT)
+    proc = start_listmod(home, sink, lmtp_port, args.members, posters)
+    config = home / "listmod.toml"
     peak_rss = peak_pss = 0.0
     stop = threading.Event()
 
@@ -194,7 +123,11 @@ def main() -> None:
                     sender = posters[i % len(posters)]
                     delivered_posts += 1
                 batch.append((sender, [LIST], post(i, "soak", sender, LIST)))
-            elapsed, times = send_timed(batch, args.clients, lmtp_port)
+            times: list[float] = []
+            start, last, failures = send_all(batch, args.clients, lmtp(lmtp_port), times)
+            if failures:
+                raise SystemExit(f"{failures} posts were refused; see {home / 'daemon.log'}")
+            elapsed = last - start
             sent += n
             if sink.wait_for(delivered_posts, delivered_posts * args.members, 1800) is None:
                 raise SystemExit(f"the queues did not drain: sink {sink.counts()}, expected {delivered_posts}")

@@ -132,6 +132,16 @@ def sink():
         controller.stop()
 
 
+@pytest.fixture
+def dovecot():
+    """A throwaway Dovecot on a loopback port, user `moderation` (tests/servers.py)."""
+    from servers import Dovecot
+    server = Dovecot(free_port(), "moderation", "s3cret")
+    server.start()
+    yield server
+    server.cleanup()
+
+
 RULES_DIR = ROOT / "rules"
 
 

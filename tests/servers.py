@@ -527,3 +527,14 @@ class DnsServer:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log_path.unlink(missing_ok=True)
+
+
+def fill_disk(path: Path) -> None:
+    """Write zeros to `path` until its file system is full (a test's tmpfs)."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass

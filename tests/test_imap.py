@@ -6,20 +6,10 @@ import time
 from email import message_from_bytes
 from email.policy import default
 
-import pytest
-from conftest import LIST, MEMBERS, free_port, post_bytes, wait_until
+from conftest import LIST, MEMBERS, post_bytes, wait_until
 from imapclient import IMAPClient
-from servers import Dovecot
 
 MODS = ("mod@example.org", "mod2@example.org")
-
-
-@pytest.fixture
-def dovecot():
-    server = Dovecot(free_port(), "moderation", "s3cret")
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def imap(server) -> IMAPClient:

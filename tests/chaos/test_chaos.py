@@ -29,15 +29,7 @@ from harness import (
     seed,
     summary,
 )
-from servers import Dovecot, Inn
-
-
-@pytest.fixture
-def dovecot():
-    server = Dovecot(free_port(), "moderation", "s3cret")
-    server.start()
-    yield server
-    server.cleanup()
+from servers import Inn, fill_disk
 
 
 @pytest.fixture
@@ -159,13 +151,7 @@ def test_a_full_disk_answers_451_and_loses_nothing_once_space_is_freed(sink, mak
         loads = start_load(d, tally, 4, 5000, False, stop, strangers=False)  # no moderator here
         wait_until(lambda: len(tally.acked) >= 50, 60, "the first 50 posts answered")
         filler = var / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill_disk(filler)
         refused_before = len(tally.unknown)
         wait_until(lambda: len(tally.unknown) >= refused_before + 5 or "451" in d.log(), 30,
                    "intake to answer 451 while the disk is full")

@@ -7,17 +7,7 @@ import subprocess
 from collections import Counter
 
 from conftest import LIST, MEMBERS, post_bytes, wait_until
-
-
-def fill(path) -> None:
-    """Write zeros to `path` until the file system is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+from servers import fill_disk
 
 
 def test_a_full_disk_during_delivery_delivers_every_copy_exactly_once(sink, make_daemon, tmp_path):
@@ -41,7 +31,7 @@ def test_a_full_disk_during_delivery_delivers_every_copy_exactly_once(sink, make
                    .fetchone()[0] == 6 * len(MEMBERS), 15, "every copy tried once")
         filler = var / "filler"
         # the disk fills up just as the smarthost says 250: after the answer, before our record of it
-        sink.handler.before_250 = lambda: fill(filler)
+        sink.handler.before_250 = lambda: fill_disk(filler)
         sink.handler.answers.clear()
         wait_until(lambda: filler.exists(), 15, "the disk filled up")
         wait_until(lambda: "could not record the outcome" in d.log(), 15,
