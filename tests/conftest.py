@@ -180,11 +180,17 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        """Every configured listener answers (SMTP is opened before LMTP: waiting for SMTP alone
+        let a test reach for LMTP a moment too early)."""
+        for port in (self.smtp_port, self.lmtp_port):
+            if port is None:
+                continue
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    pass
+            except OSError:
+                return False
+        return True
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
