@@ -113,6 +113,11 @@ def serve_sink(port: int, count_file: str) -> None:
             self.rcpts = 0
             self.transactions = 0
 
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            # offered as Postfix and Exim offer it; the zero-cost limit's smtplib client does not use it
+            session.host_name = hostname
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
         async def handle_DATA(self, server, session, envelope):
             data = envelope.original_content or b""
             start = data.find(b"Message-ID: " + PREFIX.encode())

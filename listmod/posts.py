@@ -163,15 +163,22 @@ def enqueue_copies(conn: sqlite3.Connection, post_id: int, mlist: ListConfig, at
             (post_id, OutboxKind.ARTICLE, mlist.address, str(mlist.news_server), mlist.bounce_address,
              OutboxState.PENDING, at, at))
         return 1
+    members = ("FROM members WHERE list = ? AND nomail = 0 AND digest = 0 AND disabled_at IS NULL AND "
+               "NOT (address = ? AND COALESCE(metoo, ?) = 0)")
+    member_args = (mlist.address, (sender or "").lower(), int(mlist.metoo))
+    if not mlist.relay_to and not mlist.personalize and not mlist.archive:
+        # the common case in one statement: every copy has the list's bounce address as its sender
+        return conn.execute(
+            "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, next_attempt, "
+            f"created_at) SELECT ?, ?, ?, address, ?, ?, 0, ?, ? {members} ORDER BY address",
+            (post_id, OutboxKind.POST, mlist.address, mlist.bounce_address, OutboxState.PENDING, at, at,
+             *member_args)).rowcount
     if mlist.relay_to:
         recipients = [mlist.relay_to]
     else:
         # members with nomail get nothing; the poster no copy of their own post unless metoo (theirs,
         # else the list's)
-        recipients = [r[0] for r in conn.execute(
-            "SELECT address FROM members WHERE list = ? AND nomail = 0 AND digest = 0 AND disabled_at IS NULL AND "
-            "NOT (address = ? AND COALESCE(metoo, ?) = 0) ORDER BY address",
-            (mlist.address, (sender or "").lower(), int(mlist.metoo)))]
+        recipients = [r[0] for r in conn.execute(f"SELECT address {members} ORDER BY address", member_args)]
     recipients += [a for a in mlist.archive if a not in recipients]  # the archives get the same copy
     conn.executemany(
         "INSERT INTO outbox (post, kind, list, recipient, envelope_from, state, attempts, "

@@ -76,7 +76,14 @@ class SinkHandler:
         self.data_answers: list[str] = []   # answers at DATA instead of 250, used up one per message
         self.data_always: str | None = None  # an answer at DATA for every message while set
         self.before_250: Callable[[], None] | None = None  # runs (once) just before a DATA is accepted
+        self.pipelining = True  # offered in EHLO, as Postfix and Exim do (aiosmtpd reads pipelined commands)
         self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:

@@ -2,8 +2,9 @@
 
 A copy's row goes pending -> sending (committed before any byte leaves) -> sent | failed, or back
 to pending with a later next_attempt. The only way a recipient can get a copy twice is a crash
-after the receiving server said 250 and before our commit of 'sent' (one small transaction);
-rows found in 'sending' at start-up are sent again, as Postfix does.
+after the receiving server said 250 and before the copy's id reached the delivery journal (one
+write and fsync); rows found in 'sending' at start-up that the journal does not name are sent
+again, as Postfix does.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..tomlfile import format_duration
 from ..web import unsubscribe_url
 from .articles import approved_article, article_message_id
 from .nntp import NntpClient, NntpError, judge_post_reply
+from .smtpsend import StaleConnection, transaction
 
 log = logging.getLogger("listmod.delivery")
 
@@ -158,34 +160,38 @@ class SmtpSink:
         return conn
 
     def deliver(self, copies: list[Copy], body: bytes) -> list[Outcome]:
+        """One transaction for the batch on the kept connection (pipelined when the smarthost
+        offers PIPELINING); a kept connection the smarthost has since closed is replaced once."""
         envelope_from = copies[0].envelope_from
-        try:
-            if self.conn is None:
-                self.conn = self._connect()
-            else:
-                try:
-                    self.conn.rset()
-                except smtplib.SMTPException:
-                    self.close()
+        for attempt in (1, 2):
+            fresh = self.conn is None
+            try:
+                if self.conn is None:
                     self.conn = self._connect()
-            self.conn.ehlo_or_helo_if_needed()
-            options, unsendable = self._options(envelope_from, copies, body)
-            if unsendable:
-                return unsendable + (self.deliver(sendable, body) if (sendable := [
-                    c for c in copies if c not in {u.copy for u in unsendable}]) else [])
-            refused = self.conn.sendmail(envelope_from, [c.recipient for c in copies], body,
-                                         mail_options=options)
-        except smtplib.SMTPRecipientsRefused as err:
-            return [_from_reply(c, *err.recipients.get(c.recipient, (451, b"refused"))) for c in copies]
-        except smtplib.SMTPResponseException as err:
-            # a 5xx at MAIL or DATA speaks of the message or of the server, not of one recipient:
-            # retried for refused_retry_for before the copies count as failed
-            self.close()
-            return [_from_reply(c, err.smtp_code, err.smtp_error, whole=True) for c in copies]
-        except (OSError, smtplib.SMTPException) as err:
-            self.close()
-            return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
-                                       f"{self.outbound.port}: {err}") for c in copies]
+                options, unsendable = self._options(envelope_from, copies, body)
+                if unsendable:
+                    return unsendable + (self.deliver(sendable, body) if (sendable := [
+                        c for c in copies if c not in {u.copy for u in unsendable}]) else [])
+                refused = transaction(self.conn, envelope_from, [c.recipient for c in copies], body, options)
+                break
+            except StaleConnection as err:
+                self.close()
+                if fresh or attempt == 2:
+                    return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
+                                               f"{self.outbound.port}: {err}") for c in copies]
+            except ValueError as err:  # an address no SMTP command can carry
+                return [Outcome(c, "failed", f"5.1.3 {err}") for c in copies]
+            except smtplib.SMTPRecipientsRefused as err:
+                return [_from_reply(c, *err.recipients.get(c.recipient, (451, b"refused"))) for c in copies]
+            except smtplib.SMTPResponseException as err:
+                # a 5xx at MAIL or DATA speaks of the message or of the server, not of one recipient:
+                # retried for refused_retry_for before the copies count as failed
+                self.close()
+                return [_from_reply(c, err.smtp_code, err.smtp_error, whole=True) for c in copies]
+            except (OSError, smtplib.SMTPException) as err:
+                self.close()
+                return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
+                                           f"{self.outbound.port}: {err}") for c in copies]
         return [_from_reply(c, *refused[c.recipient]) if c.recipient in refused
                 else Outcome(c, "sent", "250") for c in copies]
 
@@ -359,8 +365,9 @@ def claim_due(conn: sqlite3.Connection, limit: int, at: float) -> list[Copy]:
     rows = conn.execute(
         f"SELECT {_COPY_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt <= ? "
         "ORDER BY next_attempt, id LIMIT ?", (at, limit)).fetchall()
-    if rows:
-        conn.executemany("UPDATE outbox SET state = 'sending' WHERE id = ?", [(r[0],) for r in rows])
+    for start in range(0, len(rows), 500):
+        chunk = [r[0] for r in rows[start: start + 500]]
+        conn.execute(f"UPDATE outbox SET state = 'sending' WHERE id IN ({','.join('?' * len(chunk))})", chunk)
     return [Copy(*r) for r in rows]
 
 
@@ -372,11 +379,14 @@ def record_outcomes(conn: sqlite3.Connection, outcomes: list[Outcome], config: C
     give_up = o.give_up_after if o else 5 * 86400.0
     refused_for = o.refused_retry_for if o else 3600.0
     undelivered: dict[int, list[Outcome]] = {}
+    sent = [o.copy.id for o in outcomes if o.result == "sent"]
+    for start in range(0, len(sent), 500):
+        chunk = sent[start: start + 500]
+        conn.execute("UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL, attempts = attempts + 1 "
+                     f"WHERE id IN ({','.join('?' * len(chunk))})", (at, *chunk))
     for outcome in outcomes:
         c = outcome.copy
         if outcome.result == "sent":
-            conn.execute("UPDATE outbox SET state = 'sent', done_at = ?, last_error = NULL, "
-                         "attempts = attempts + 1 WHERE id = ?", (at, c.id))
             continue
         waited = at - c.created_at
         if outcome.result == "failed" or waited > give_up or (outcome.result == "refused" and waited > refused_for):
@@ -534,27 +544,29 @@ class Outbox:
 
     async def _send(self, batch: list[Copy]) -> None:
         try:
-            outcomes, recorded = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._deliver, batch)
+            outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, self._deliver, batch)
         except (OSError, sqlite3.Error) as err:  # raised before anything was handed to a server
             self.quiet("deliver", logging.WARNING, "delivery of %d copies could not start (%s); they are "
                        "tried again", len(batch), err)
-            outcomes, recorded = [Outcome(c, "retry", f"could not start: {err}") for c in batch], False
+            outcomes = [Outcome(c, "retry", f"could not start: {err}") for c in batch]
         except Exception as err:  # these copies cannot be built or sent: set aside, audited, requeueable
             self.quiet("deliver", logging.ERROR, "delivery of %d copies failed unexpectedly; they are set "
                        "aside (`listmod outbox --failed`)", len(batch), exc_info=True)
             why = f"internal error: {type(err).__name__}: {err}"[:500]
-            outcomes, recorded = [Outcome(c, "failed", why) for c in batch], False
+            outcomes = [Outcome(c, "failed", why) for c in batch]
         self._log_attempt(outcomes)
-        self._note_remotes(outcomes)
+        note = self._note_remotes(outcomes)
+
+        def record(conn: sqlite3.Connection) -> None:
+            record_outcomes(conn, outcomes, self.config, time.time(), self.secret)
+            note(conn)
         delay = 1.0
-        while not recorded:
+        while True:
             # what the server answered must be recorded as it was: a 250 never becomes a retry,
             # so while the store cannot commit (a full disk) the copies stay claimed and we wait
             try:
-                await self._write(lambda conn: record_outcomes(conn, outcomes, self.config, time.time(),
-                                                               self.secret))
-                recorded = True
+                await self._write(record)
+                return
             except Exception as err:
                 self.quiet("record", logging.ERROR, "could not record the outcome of %d copies (%s); "
                            "trying again in %.0fs", len(outcomes), err, delay)
@@ -575,8 +587,9 @@ class Outbox:
         outbound = self.config.outbound
         return f"smtp {outbound.host}:{outbound.port}" if outbound else "maildir"
 
-    def _note_remotes(self, outcomes: list[Outcome]) -> None:
-        """Each remote's last success and last failure, for `listmod status` (best effort)."""
+    def _note_remotes(self, outcomes: list[Outcome]) -> Callable[[sqlite3.Connection], None]:
+        """Each remote's last success and last failure, for `listmod status` (best effort): a job
+        for the store, run with the outcomes' own."""
         at = time.time()
         seen: dict[str, tuple[bool, str]] = {}
         for o in outcomes:
@@ -586,12 +599,15 @@ class Outbox:
                 seen[remote] = (ok, "" if ok else o.detail[:500])
 
         def note(conn: sqlite3.Connection) -> None:
-            for remote, (ok, error) in seen.items():
-                conn.execute("INSERT INTO remotes (remote, last_ok, last_failure, last_error) VALUES (?, ?, ?, ?) "
-                             f"ON CONFLICT(remote) DO UPDATE SET {'last_ok' if ok else 'last_failure'} = excluded."
-                             f"{'last_ok' if ok else 'last_failure'}{'' if ok else ', last_error = excluded.last_error'}",
-                             (remote, at if ok else None, None if ok else at, error))
-        self.writer.submit(note)
+            try:
+                for remote, (ok, error) in seen.items():
+                    conn.execute("INSERT INTO remotes (remote, last_ok, last_failure, last_error) VALUES (?, ?, ?, ?) "
+                                 f"ON CONFLICT(remote) DO UPDATE SET {'last_ok' if ok else 'last_failure'} = excluded."
+                                 f"{'last_ok' if ok else 'last_failure'}{'' if ok else ', last_error = excluded.last_error'}",
+                                 (remote, at if ok else None, None if ok else at, error))
+            except sqlite3.Error as err:  # best effort: never at the cost of recording the outcomes
+                self.quiet("remotes", logging.WARNING, "could not note the remotes' state (%s)", err)
+        return note
 
     def _log_attempt(self, outcomes: list[Outcome]) -> None:
         """One line per outcome of a delivery attempt (a batch shares its line): sent at INFO, the
@@ -700,9 +716,11 @@ class Outbox:
                   policy=policy.policy if policy else "", error=policy.error if policy else "")
         return mode
 
-    def _deliver(self, batch: list[Copy]) -> tuple[list[Outcome], bool]:
-        """Send one batch and commit its outcome at once, in this thread, in one small transaction:
-        the time between the server's 250 and that commit is the only window for a duplicate."""
+    def _deliver(self, batch: list[Copy]) -> list[Outcome]:
+        """Send one batch and append its accepted copies to the delivery journal at once: the time
+        between the server's 250 and that write is the only window for a duplicate. The store
+        records the outcomes afterwards, in the writer's next group commit (a transaction of our
+        own here would wait for the writer's lock, as long as the send itself)."""
         state = self._thread_state()
         if batch[0].kind == OutboxKind.DIGEST:
             outcomes = [self._digest(state, c) for c in batch]
@@ -725,19 +743,14 @@ class Outbox:
         assert self.journal is not None  # opened by run() before any batch is claimed
         try:
             self.journal.record([o.copy.id for o in outcomes if o.result == "sent"])
-        except OSError as err:  # a full disk: the store below is now the only record
+        except OSError as err:  # a full disk: the store is now the only record
             self.quiet("journal", logging.ERROR, "could not write the delivery journal (%s); recording "
                        "in the store only", err)
-        try:
-            with immediate(state.conn):
-                record_outcomes(state.conn, outcomes, self.config, time.time(), self.secret)
-        except sqlite3.Error:
-            return outcomes, False  # the event loop will record them through the writer
         try:
             self.journal.fold_if_large(state.conn)
         except (OSError, sqlite3.Error) as err:
             self.quiet("journal", logging.WARNING, "could not fold the delivery journal (%s)", err)
-        return outcomes, True
+        return outcomes
 
     def _personal(self, mlist: ListConfig, copy: Copy, body: bytes) -> bytes:
         """One member's copy: List-Unsubscribe with their one-click URL (RFC 8058) before the mailto,

@@ -260,6 +260,10 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
     return content[1:] if content.startswith(b".") else content
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+SIMPLE_ANGLE_ADDR = re.compile(rf"[ \t]*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*+(?!\()")
+
+
 class FastData(SMTP):
     """smtp_DATA as in aiosmtpd (checks, 354, size limit 552, handler hook), reading with read_data(),
     and aiosmtpd's address parsing without the typing.Protocol class it defines on every call."""
@@ -267,6 +271,12 @@ class FastData(SMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if not arg:
             return "", ""
+        simple = SIMPLE_ANGLE_ADDR.match(arg)
+        if simple is not None:  # <dot-atom@host.name>: what the full parser below would return, at a tenth of the cost
+            addr = simple.group(1)
+            if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+                return None, None
+            return addr, arg[simple.end():]
         address: Any
         try:
             if arg.lstrip().startswith("<"):
