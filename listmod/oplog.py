@@ -29,6 +29,8 @@ def configure(log_format: str = "logfmt", log_addresses: bool = False, secret: b
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # the formatters print none of these; each cost a lookup for every line
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
 
 

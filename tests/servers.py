@@ -395,7 +395,10 @@ bounce_queue_lifetime = 1h
 {self.main}
 """)
         (d / "etc/master.cf").write_text(self.master + "\n" + _POSTFIX_SERVICES)
-        self._postfix("start")
+        started = self._postfix("start", check=False)
+        if started.returncode != 0:
+            raise RuntimeError(f"postfix -c {self.config_dir} start failed ({started.returncode}): "
+                               f"{started.stdout}{started.stderr}\nmaillog: {self.log()[-2000:]}")
         ports = [int(line.split()[0].rsplit(":", 1)[1]) for line in self.master.splitlines()
                  if line and not line[0].isspace() and " inet " in f" {line} "]
         deadline = time.monotonic() + 20
