@@ -533,8 +533,17 @@ class DnsServer:
 
 
 def fill_disk(path: Path) -> None:
-    """Write zeros to `path` until its file system is full (a test's tmpfs)."""
-    with open(path, "wb") as f:
+    """Write zeros to `path` until its file system is full (a test's tmpfs). `path` may have been
+    created beforehand, while there was room; if it cannot be opened, the error says what the file
+    system held then."""
+    try:
+        f = open(path, "r+b" if path.exists() else "wb")
+    except OSError as err:
+        df = subprocess.run(["df", "-k", str(path.parent)], capture_output=True, text=True).stdout
+        held = {p.name: p.stat().st_size for p in path.parent.iterdir() if p.is_file()}
+        raise OSError(err.errno, f"cannot open {path} to fill its disk ({err.strerror}); df: {df!r}; "
+                                 f"files: {held}") from err
+    with f:
         try:
             while True:
                 f.write(b"\0" * 65536)

@@ -147,10 +147,11 @@ def test_a_full_disk_answers_451_and_loses_nothing_once_space_is_freed(sink, mak
         for name, data in saved.items():
             (var / name).write_bytes(data)
             os.chmod(var / name, 0o600)
+        filler = var / "filler"
+        filler.touch()  # while there is surely room (a CI run once found no room to create it later)
         d.start()
         loads = start_load(d, tally, 4, 5000, False, stop, strangers=False)  # no moderator here
         wait_until(lambda: len(tally.acked) >= 50, 60, "the first 50 posts answered")
-        filler = var / "filler"
         fill_disk(filler)
         refused_before = len(tally.unknown)
         wait_until(lambda: len(tally.unknown) >= refused_before + 5 or "451" in d.log(), 30,
