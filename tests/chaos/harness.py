@@ -336,6 +336,20 @@ class Findings:
                     or self.article_problems or self.digest_duplicates or self.decided_twice) \
             and "chain intact" in self.chain
 
+    def problems(self) -> str:
+        """The broken promises, each with its first few cases (for an assertion message)."""
+        found = [(what, cases) for what, cases in (
+            ("answered 250, not in the store", self.lost), ("not accepted in the end", self.wrong_state),
+            ("copies twice outside SMTP's window at a kill (Message-ID, member, copies)", self.duplicates),
+            ("copies missing", self.missing_copies), ("articles missing or twice", self.article_problems),
+            ("posts decided twice", self.decided_twice)) if cases]
+        lines = [f"{len(cases)} {what}: {cases[:5]}" for what, cases in found]
+        if self.digest_duplicates:
+            lines.append(f"{self.digest_duplicates} digests twice")
+        if "chain intact" not in self.chain:
+            lines.append(f"audit chain: {self.chain}")
+        return "\n".join(lines)
+
 
 def why_held(d: Daemon, moderator: Moderator | None, dovecot: Dovecot | None) -> str:
     """For a drain that timed out: the digests that listed the posts still held, whether the moderator
@@ -447,7 +461,7 @@ def summary(name: str, seed_: int, tally: Tally, f: Findings, kills: list[Kill],
             extra: str = "", replays: int = 0) -> str:
     phases = Counter(k.phase for k in kills)
     lines = [
-        f"chaos {name}: seed {seed_}; {len(kills)} kills ({', '.join(f'{p} {phases[p]}' for p in PHASES if phases[p])})"
+        f"chaos {name}: seed {seed_}; {len(kills)} kills ({', '.join(f'{p} {n}' for p, n in phases.items())})"
         + (f"; phases not reached: {dict(missed)}" if missed else "") + (f"; {extra}" if extra else ""),
         f"  no 250 lost: {len(tally.acked)} answered 250 ({len(tally.unknown)} unanswered, retried), "
         f"{len(f.lost)} lost, {len(f.wrong_state)} not accepted in the end",
