@@ -177,8 +177,7 @@ class SmtpSink:
             except StaleConnection as err:
                 self.close()
                 if fresh or attempt == 2:
-                    return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
-                                               f"{self.outbound.port}: {err}") for c in copies]
+                    return self._unreachable(copies, err)
             except ValueError as err:  # an address no SMTP command can carry
                 return [Outcome(c, "failed", f"5.1.3 {err}") for c in copies]
             except smtplib.SMTPRecipientsRefused as err:
@@ -190,10 +189,16 @@ class SmtpSink:
                 return [_from_reply(c, err.smtp_code, err.smtp_error, whole=True) for c in copies]
             except (OSError, smtplib.SMTPException) as err:
                 self.close()
-                return [Outcome(c, "retry", f"cannot reach the smarthost {self.outbound.host}:"
-                                           f"{self.outbound.port}: {err}") for c in copies]
+                return self._unreachable(copies, err)
         return [_from_reply(c, *refused[c.recipient]) if c.recipient in refused
                 else Outcome(c, "sent", "250") for c in copies]
+
+    def _unreachable(self, copies: list[Copy], err: Exception) -> list[Outcome]:
+        """No 250 came (no connection, or it failed mid-transaction): the copies are tried again
+        later. A failure after the message's data was sent is SMTP's window (RFC 1047): the server
+        may have taken it, and the copy may arrive twice."""
+        why = f"cannot reach the smarthost {self.outbound.host}:{self.outbound.port}: {err}"
+        return [Outcome(c, "retry", why) for c in copies]
 
     def _options(self, envelope_from: str, copies: list[Copy],
                  body: bytes) -> tuple[list[str], list[Outcome]]:
