@@ -245,8 +245,12 @@ async def serve(config: Config, rules: RuleSet, stopping: asyncio.Event | None =
                 await asyncio.wait_for(server.wait_closed(), timeout=10)
             except TimeoutError:
                 pass
-        # the transactions in flight finish (on 3.11 wait_closed does not wait for connections): the
-        # clients still connected get up to SHUTDOWN_GRACE to end theirs, then they are cut off
+        # the transactions in flight finish (on 3.11 wait_closed does not wait for connections): a
+        # connection between transactions is told 421 and closed now, one in a transaction at its
+        # next command; they get up to SHUTDOWN_GRACE, then they are cut off
+        closed = limits.close_idle()
+        if closed:
+            log.info("told %d idle connection(s) 421 (shutting down)", closed)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while limits.open_connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -34,6 +34,30 @@ def test_sigterm_lets_the_transaction_in_flight_finish_and_exits_0(sink, make_da
     assert d.db().execute("SELECT COUNT(*) FROM posts WHERE message_id = '<inflight@test>'").fetchone()[0] == 1
 
 
+def test_sigterm_tells_an_idle_kept_connection_421_and_exits_without_waiting_for_it(sink, make_daemon):
+    from listmod.daemon import SHUTDOWN_GRACE
+    d = make_daemon(sink)
+    with d.smtp() as idle, d.smtp() as busy:
+        idle.ehlo()
+        idle.sendmail("alice@example.org", [LIST], post_bytes(message_id="<before-stop@test>"))
+        busy.ehlo()
+        busy.mail("alice@example.org")                # a transaction begun before the stop
+        busy.rcpt(LIST)
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in d.log(), 10, "the daemon to begin stopping")
+        code, text = idle.getreply()                  # said unprompted: 421, then the connection closes
+        assert (code, text[:5]) == (421, b"4.3.2")
+        assert busy.data(post_bytes(message_id="<in-transaction@test>"))[0] == 250
+        assert busy.mail("alice@example.org")[0] == 421   # no new transaction once stopping
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            busy.noop()                               # and the connection is closed
+        assert d.proc.wait(30) == 0
+    assert time.monotonic() - started < SHUTDOWN_GRACE
+    assert d.db().execute("SELECT COUNT(*) FROM posts WHERE message_id IN ('<before-stop@test>', "
+                          "'<in-transaction@test>')").fetchone()[0] == 2
+
+
 def test_sighup_serves_a_changed_config_and_refuses_a_broken_one(sink, make_daemon):
     d = make_daemon(sink)
     other = "ops@example.org"

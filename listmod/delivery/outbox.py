@@ -472,6 +472,7 @@ class Outbox:
         self._sinks: list = []
         self._lists = {m.address: m for m in config.lists}
         self.journal: DeliveryJournal | None = None
+        self._recording: set[asyncio.Task] = set()   # outcomes on their way into the store
         self.quiet = QuietLog(log)
         # dnspython and dkimpy cost ~14 MiB: loaded only when a list mitigates DMARC or signs
         self._policies: Any = None    # a dmarc.PolicyLookup, made when first needed
@@ -532,6 +533,8 @@ class Outbox:
                 task.add_done_callback(running.discard)
         if running:
             await asyncio.wait(running, timeout=30)
+        if self._recording:
+            await asyncio.wait(self._recording, timeout=30)
 
     def _batches(self, copies: list[Copy]) -> list[list[Copy]]:
         groups: OrderedDict[tuple, list[Copy]] = OrderedDict()
@@ -560,6 +563,13 @@ class Outbox:
             why = f"internal error: {type(err).__name__}: {err}"[:500]
             outcomes = [Outcome(c, "failed", why) for c in batch]
         self._log_attempt(outcomes)
+        # the connection is free for the next batch now: the journal has the accepted copies, and
+        # every copy of this batch stays 'sending' (never claimed again) until its outcome is stored
+        task = asyncio.create_task(self._record(outcomes))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
         note = self._note_remotes(outcomes)
 
         def record(conn: sqlite3.Connection) -> None:

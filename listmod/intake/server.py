@@ -90,6 +90,18 @@ class ClientLimits:
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in server.trusted_relays]
         self.connections: dict[str, int] = {}
         self.data_slots = asyncio.Semaphore(server.max_concurrent_data)
+        self.sessions: set[FastData] = set()   # the open connections, for a prompt stop
+        self.closing = False
+
+    def close_idle(self) -> int:
+        """At a stop: no new transactions. Each connection between transactions is told 421 and
+        closed now; one in a transaction finishes it and is told 421 at its next command. Returns
+        how many were closed."""
+        self.closing = True
+        idle = [s for s in self.sessions if s.between_transactions()]
+        for session in idle:
+            session.goodbye()
+        return len(idle)
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -303,6 +315,9 @@ class FastData(SMTP):
     def _tracked(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         async def run(arg: Any) -> Any:
+            if self.event_handler.limits.closing and name != "QUIT" and self.between_transactions():
+                self.goodbye()   # stopping: the sender tries again later, elsewhere or here
+                return None
             self._command = name
             try:
                 return await method(arg)
@@ -322,14 +337,27 @@ class FastData(SMTP):
         peer = transport.get_extra_info("peername")
         self._client_host = peer[0] if isinstance(peer, tuple) else str(peer or "")
         self._counted = True
-        self._too_many = not self.event_handler.limits.open(self._client_host)
+        limits = self.event_handler.limits
+        self._too_many = not limits.open(self._client_host)
+        limits.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error) -> None:
         if self._counted:
             self._counted = False
             self.event_handler.limits.close(self._client_host)
+        self.event_handler.limits.sessions.discard(self)
         super().connection_lost(error)
+
+    def between_transactions(self) -> bool:
+        """No command being answered and no MAIL FROM given: closing now loses nothing."""
+        return not self._command and (self.envelope is None or self.envelope.mail_from is None)
+
+    def goodbye(self) -> None:
+        """421 and close (RFC 5321 3.8: a server that must shut down answers 421)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"421 4.3.2 Service shutting down; please try again later\r\n")
+            self.transport.close()
 
     async def _handle_client(self) -> None:
         if self._too_many:
@@ -515,26 +543,34 @@ class IntakeHandler:
         if first_slice and time.monotonic() > deadline:
             raise OutOfSlice("parsing took the whole first slice")
         ruleset = self.rules()  # one complete rule set judges the whole message, even mid-reload
-        judged: list[Judged] = []
-        seen: set[tuple[str, str]] = set()
         now = time.time()
         reader = self._reader()
         skip = self.directory.crosspost_deputies(post, rcpt_tos)
-        for address in rcpt_tos:
-            target = self.directory.lookup(address)
-            if target is None or (target.mlist.address, target.role) in seen or target.mlist.address in skip:
-                continue
-            seen.add((target.mlist.address, target.role))
-            mlist = target.mlist
-            if target.role == "bounces":
-                judged.append(Judged(mlist, bounce_report_decision(ruleset), report=parse_report(raw),
-                                     verp=verp_recipient(address)))
-                continue
-            thread = thread_of(reader, post, mlist.address, now)
-            ctx = build_context(reader, post, mlist, self.config, ruleset, now, thread)
-            judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
-                                 context_json(ctx), thread,
-                                 verified_sender(post, ctx.sender_is_member, self.config.server.authserv_id)))
+        judged: list[Judged] = []
+        seen: set[tuple[str, str]] = set()
+        # the lookups share one read transaction: one snapshot of the store, and SQLite drops a
+        # connection's page cache once per read transaction begun after another connection wrote
+        if reader.in_transaction:  # left open by a failed COMMIT: start clean
+            reader.execute("ROLLBACK")
+        reader.execute("BEGIN")
+        try:
+            for address in rcpt_tos:
+                target = self.directory.lookup(address)
+                if target is None or (target.mlist.address, target.role) in seen or target.mlist.address in skip:
+                    continue
+                seen.add((target.mlist.address, target.role))
+                mlist = target.mlist
+                if target.role == "bounces":
+                    judged.append(Judged(mlist, bounce_report_decision(ruleset), report=parse_report(raw),
+                                         verp=verp_recipient(address)))
+                    continue
+                thread = thread_of(reader, post, mlist.address, now)
+                ctx = build_context(reader, post, mlist, self.config, ruleset, now, thread)
+                judged.append(Judged(mlist, decide(post, ctx, ruleset, deadline, slice_only=first_slice),
+                                     context_json(ctx), thread,
+                                     verified_sender(post, ctx.sender_is_member, self.config.server.authserv_id)))
+        finally:
+            reader.execute("COMMIT")
         return post, judged
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
