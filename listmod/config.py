@@ -350,7 +350,7 @@ class OutboundConfig:
     starttls: bool = key(False, _bool, "true or false")
     username: str | None = key(None, _string, "a user name")
     password_file: Path | None = path_key(None, "a file path")
-    connections: int = key(4, _positive_int, "a whole number >= 1")
+    connections: int = key(8, _positive_int, "a whole number >= 1")
     batch_recipients: int = key(50, _positive_int, "a whole number >= 1")
     retry_after: float = key(60.0, parse_duration, "a duration such as 1m")
     retry_max: float = key(3600.0, parse_duration, "a duration such as 1h")
