@@ -355,9 +355,10 @@ class FastData(SMTP):
 
     def goodbye(self) -> None:
         """421 and close (RFC 5321 3.8: a server that must shut down answers 421)."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"421 4.3.2 Service shutting down; please try again later\r\n")
-            self.transport.close()
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down; please try again later\r\n")
+            transport.close()
 
     async def _handle_client(self) -> None:
         if self._too_many:
